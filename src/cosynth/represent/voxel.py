@@ -1,0 +1,279 @@
+"""Crystal voxel images (CVR): sparse 128³ images of a 50 Å cube with three chemistry channels.
+
+The periodic tiling of a crystal (its "point cloud" in a cube that holds every atom any rotation
+can bring into the image box) is built once per crystal by :class:`CrystalImager` and reused for
+every rotation. Two samplers exist:
+
+* ``haar``   – rotations uniform on SO(3), applied as a float32 matrix product (cosynth's own models);
+* ``xiespp`` – angle triples (α, β, γ) in degrees rounded to float16 and applied as three float32
+  axis rotations in the exact order of the published XIE-SPP code, so its weights give the same
+  outputs (see ``shared/reference/xiespp/README.md``).
+
+Images are sparse: occupied voxel indices plus the atomic number of the atom in each voxel; the
+channel values come from :func:`channel_table`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+# ---- constants of the image (see specs/voxel-image.md) -------------------------------------
+BOX = 50.0  # Å, edge of the cubic image box
+GRID = 128  # voxels per edge
+BIG_BOX = float(np.float32(np.sqrt(3 * BOX**2)))  # 86.6025390625 Å, edge of the rotation cube
+CENTER = BIG_BOX / 2  # 43.30126953125, common centre of both cubes
+OFFSET = CENTER - BOX / 2  # 18.30126953125, start of the image box inside the big cube
+# Only points within this distance of the centre can ever land in the image box (its half
+# diagonal is exactly CENTER); the margin keeps float32 rounding from dropping a corner atom.
+_REACH = CENTER + 0.01
+
+SAMPLERS = ("haar", "xiespp")
+
+
+class VoxelCollisionError(ValueError):
+    """Two atoms fell into one voxel: the image would silently lose an atom."""
+
+
+@lru_cache(maxsize=1)
+def channel_table() -> np.ndarray:
+    """(119, 3) float32: row Z holds (Z/119, group/19, period/8); row 0 is unused (zeros).
+
+    Lanthanides (57–71) and actinides (89–103) get group 3, as in the published model.
+    """
+    from pymatgen.core.periodic_table import Element
+
+    table = np.zeros((119, 3), dtype=np.float32)
+    for z in range(1, 119):
+        el = Element.from_Z(z)
+        group = 3 if (57 <= z <= 71 or 89 <= z <= 103) else el.group
+        period = el.row
+        if 57 <= z <= 71:
+            period = 6
+        elif 89 <= z <= 103:
+            period = 7
+        table[z] = np.array([z / 119, group / 19, period / 8], dtype=np.float64).astype(np.float32)
+    return table
+
+
+@dataclass(frozen=True)
+class SparseImage:
+    """One voxel image: occupied voxel indices (n, 3) int16 in [i_x, i_y, i_z] order, sorted
+    lexicographically, and the atomic number (n,) uint8 of the atom in each voxel."""
+
+    ijk: np.ndarray
+    numbers: np.ndarray
+
+    @property
+    def values(self) -> np.ndarray:
+        """(n, 3) float32 channel values (atomic number, group, period)."""
+        return channel_table()[self.numbers]
+
+    @property
+    def linear(self) -> np.ndarray:
+        """(n,) int64 flat voxel index ((i_x·128 + i_y)·128 + i_z)."""
+        ijk = self.ijk.astype(np.int64)
+        return (ijk[:, 0] * GRID + ijk[:, 1]) * GRID + ijk[:, 2]
+
+    def dense(self) -> np.ndarray:
+        """(3, 128, 128, 128) float32 dense image, channels first (PyTorch order)."""
+        img = np.zeros((3, GRID, GRID, GRID), dtype=np.float32)
+        i, j, k = self.ijk.T.astype(np.int64)
+        img[:, i, j, k] = self.values.T
+        return img
+
+    def sha256(self) -> str:
+        """Hash of the sorted int16 index triples (the reference data's `occupied_sha256`)."""
+        return hashlib.sha256(np.ascontiguousarray(self.ijk, dtype="<i2").tobytes()).hexdigest()
+
+
+# ---- rotations ------------------------------------------------------------------------------
+def xiespp_angles(angles_deg) -> np.ndarray:
+    """Angle triples as the published model uses them: rounded to float16 (round-to-nearest-even)."""
+    return np.asarray(angles_deg, dtype=np.float64).astype(np.float16).astype(np.float64)
+
+
+def angles_to_matrix(angles_deg) -> np.ndarray:
+    """(…, 3) angle triples (α, β, γ) in degrees → (…, 3, 3) float64 R = R_z(γ)·R_y(β)·R_x(α)."""
+    from scipy.spatial.transform import Rotation
+
+    a = np.asarray(angles_deg, dtype=np.float64)
+    return Rotation.from_euler("xyz", a.reshape(-1, 3), degrees=True).as_matrix().reshape(a.shape[:-1] + (3, 3))
+
+
+def matrix_to_angles(matrices) -> np.ndarray:
+    """Inverse of :func:`angles_to_matrix` (angles in [0, 360) for reporting)."""
+    from scipy.spatial.transform import Rotation
+
+    m = np.asarray(matrices, dtype=np.float64)
+    ang = Rotation.from_matrix(m.reshape(-1, 3, 3)).as_euler("xyz", degrees=True) % 360.0
+    return ang.reshape(m.shape[:-2] + (3,))
+
+
+def sample_rotations(sampler: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw ``n`` rotations as angle triples (degrees, xiespp convention), shape (n, 3).
+
+    ``haar`` draws uniformly on SO(3) and reports the exact Euler angles of each matrix;
+    ``xiespp`` draws each angle uniformly in [0°, 360°) and rounds it to float16, as upstream.
+    """
+    if sampler == "haar":
+        from scipy.spatial.transform import Rotation
+
+        if n == 0:
+            return np.zeros((0, 3))
+        return Rotation.random(n, random_state=rng).as_euler("xyz", degrees=True) % 360.0
+    if sampler == "xiespp":
+        return xiespp_angles(360.0 * rng.random((n, 3)))
+    raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+
+
+def crystal_rng(seed: int, key: str, *extra: int) -> np.random.Generator:
+    """A generator that depends only on (seed, crystal id, extra ints such as the epoch).
+
+    Keying on the crystal's id, not its position in a batch, keeps rotations identical whatever
+    the batch size, number of workers or input order.
+    """
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    words = [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
+    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *extra, *words]))
+
+
+def _rotate_xiespp(points: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
+    """Rotate float32 points about the centre exactly as the published code does.
+
+    Three extrinsic axis rotations (x by α, then y by β, then z by γ), each evaluated in float32
+    in a fixed operation order; a float64 matrix would move a few voxels in ~15 % of images.
+    """
+    f32 = np.float32
+    cen = f32(CENTER)
+    r = points
+    for axis, angle in enumerate(np.asarray(angles_deg, dtype=np.float64)):
+        theta = float(angle) * (np.pi / 180.0)
+        c64 = np.cos(theta)
+        c, s, omc = f32(c64), f32(np.sin(theta)), f32(1.0 - c64)
+        p = r - cen  # float32
+        out = np.empty_like(p)
+        # i is the rotation axis, (j, k) the right-handed pair perpendicular to it
+        i, j, k = axis, (axis + 1) % 3, (axis + 2) % 3
+        pi, pj, pk = p[:, i], p[:, j], p[:, k]
+        out[:, i] = (c * pi + pi * omc) + cen
+        out[:, j] = (c * pj - s * pk) + cen
+        out[:, k] = (c * pk + s * pj) + cen
+        r = out
+    return r
+
+
+# ---- the imager -----------------------------------------------------------------------------
+def standard_frame(cell: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Re-express a crystal in ASE's frame (a along +x, b in the xy-plane).
+
+    The image depends on the frame; fixing it makes the image a function of the crystal alone
+    and matches the published model's parsing (ASE).
+    """
+    from ase.geometry import cell_to_cellpar, cellpar_to_cell
+
+    cell = np.asarray(cell, dtype=np.float64)
+    frac = np.linalg.solve(cell.T, np.asarray(positions, dtype=np.float64).T).T
+    new_cell = cellpar_to_cell(cell_to_cellpar(cell))
+    return new_cell, frac @ new_cell
+
+
+class CrystalImager:
+    """Voxel images of one crystal for any number of rotations.
+
+    Parameters are the unit cell (rows a, b, c in Å), Cartesian positions (Å) and atomic
+    numbers, used as given (call :meth:`from_structure` to start from a pymatgen Structure in
+    the standard frame). The periodic point cloud is computed once here.
+    """
+
+    def __init__(self, cell, positions, numbers):
+        cell = np.asarray(cell, dtype=np.float64)
+        numbers = np.asarray(numbers)
+        if numbers.size == 0:
+            raise ValueError("crystal has no atoms")
+        if numbers.min() < 1 or numbers.max() > 118:
+            raise ValueError("atomic numbers must lie in 1…118")
+        # centre the unit cell's bounding box on the cube centre, in float32 as upstream
+        q = np.asarray(positions, dtype=np.float64).astype(np.float32)
+        mid = (q.max(axis=0) + q.min(axis=0)) / np.float32(2)
+        q = (q.astype(np.float64) + (CENTER - mid.astype(np.float64))).astype(np.float32)
+        self.points, self.numbers = _tile(cell, q, numbers.astype(np.uint8))
+
+    @classmethod
+    def from_structure(cls, structure) -> "CrystalImager":
+        cell, pos = standard_frame(structure.lattice.matrix, structure.cart_coords)
+        return cls(cell, pos, [site.specie.Z for site in structure])
+
+    @property
+    def n_points(self) -> int:
+        return len(self.numbers)
+
+    def image(self, angles_deg, sampler: str = "haar") -> SparseImage:
+        """The sparse image for one rotation given as an angle triple (degrees).
+
+        ``xiespp`` rounds the angles to float16 and rotates exactly as the published code;
+        ``haar`` applies the float32 rotation matrix of the (unrounded) angles.
+        """
+        if sampler == "xiespp":
+            rotated = _rotate_xiespp(self.points, xiespp_angles(angles_deg))
+        elif sampler == "haar":
+            rot = angles_to_matrix(angles_deg).astype(np.float32)
+            cen = np.float32(CENTER)
+            rotated = (self.points - cen) @ rot.T + cen
+        else:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+        return _voxelize(rotated, self.numbers)
+
+
+def _tile(cell: np.ndarray, q: np.ndarray, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All periodic images q_i + n·cell inside [0, BIG_BOX)³ that can reach the image box.
+
+    The translation range comes from the inverse lattice (corners of the cube in fractional
+    coordinates), so it is complete for any cell shape. Points farther than the image box's
+    half-diagonal from the centre can never be rotated into the box and are dropped (this
+    changes no image, only the work per rotation).
+    """
+    inv = np.linalg.inv(cell)
+    corners = np.array([[x, y, z] for x in (0, BIG_BOX) for y in (0, BIG_BOX) for z in (0, BIG_BOX)])
+    qf = q.astype(np.float64)
+    frac = (corners[:, None, :] - qf[None, :, :]).reshape(-1, 3) @ inv
+    lo = np.floor(frac.min(axis=0)).astype(int) - 1
+    hi = np.ceil(frac.max(axis=0)).astype(int) + 1
+    nb = np.arange(lo[1], hi[1] + 1)
+    nc = np.arange(lo[2], hi[2] + 1)
+    bc = np.stack(np.meshgrid(nb, nc, indexing="ij"), -1).reshape(-1, 2)
+    pts, zs = [], []
+    for na in range(lo[0], hi[0] + 1):  # one slab of translations at a time bounds memory
+        n = np.column_stack([np.full(len(bc), na), bc]).astype(np.float64)
+        shift = n @ cell  # (T, 3) float64
+        cand = (qf[None, :, :] + shift[:, None, :]).astype(np.float32)  # f32(f64(q) + f64(n·cell))
+        c64 = cand.astype(np.float64)
+        inside = np.all((c64 >= 0.0) & (c64 < BIG_BOX), axis=-1)
+        inside &= np.einsum("tij,tij->ti", c64 - CENTER, c64 - CENTER) <= _REACH**2
+        if inside.any():
+            t_idx, a_idx = np.nonzero(inside)
+            pts.append(cand[t_idx, a_idx])
+            zs.append(numbers[a_idx])
+    if not pts:
+        return np.zeros((0, 3), np.float32), np.zeros(0, np.uint8)
+    return np.concatenate(pts), np.concatenate(zs)
+
+
+def _voxelize(rotated: np.ndarray, numbers: np.ndarray) -> SparseImage:
+    """Crop float32 points to the image box and map each to its voxel (one atom per voxel)."""
+    r64 = rotated.astype(np.float64) - OFFSET
+    keep = np.all((r64 >= 0.0) & (r64 < BOX), axis=1)
+    idx = np.floor((r64[keep] / BOX) * GRID).astype(np.int64)
+    lin = (idx[:, 0] * GRID + idx[:, 1]) * GRID + idx[:, 2]
+    order = np.argsort(lin, kind="stable")
+    lin = lin[order]
+    if lin.size > 1 and np.any(lin[1:] == lin[:-1]):
+        dup = lin[1:][lin[1:] == lin[:-1]][0]
+        raise VoxelCollisionError(
+            f"two atoms fall into voxel {tuple(int(v) for v in np.unravel_index(dup, (GRID,) * 3))}"
+        )
+    ijk = idx[order].astype(np.int16)
+    return SparseImage(ijk=ijk, numbers=numbers[keep][order])
