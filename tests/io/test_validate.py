@@ -1,0 +1,161 @@
+"""validate_structure: each check rejects what it should, with a message a user can act on."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from cosynth.io.validate import MAX_EXTENT, MIN_DISTANCE, CrystalValidationError, validate_structure
+
+
+def rocksalt(a: float = 5.64) -> Structure:
+    """Conventional rock-salt cell, built by hand (space-group lookups are slow)."""
+    fcc = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
+    cl = [[x + 0.5 - (x >= 0.5), y, z] for x, y, z in fcc]
+    return Structure(Lattice.cubic(a), ["Na"] * 4 + ["Cl"] * 4, fcc + cl)
+
+
+def reject(structure: Structure, **kw) -> str:
+    with pytest.raises(CrystalValidationError) as info:
+        validate_structure(structure, **kw)
+    return str(info.value)
+
+
+def naive_min_distance(structure: Structure) -> float:
+    """The shortcut this module must NOT take: images only in neighbour cells -1..1."""
+    best = np.inf
+    m = structure.lattice.matrix
+    for shift in itertools.product((-1, 0, 1), repeat=3):
+        t = np.array(shift) @ m
+        for i, a in enumerate(structure.cart_coords):
+            for j, b in enumerate(structure.cart_coords):
+                if i == j and shift == (0, 0, 0):
+                    continue
+                best = min(best, float(np.linalg.norm(b + t - a)))
+    return best
+
+
+def test_constants_and_error_type():
+    assert MIN_DISTANCE == 0.6766 and MAX_EXTENT == 50.0
+    assert issubclass(CrystalValidationError, ValueError)
+
+
+def test_good_structure_passes_unchanged():
+    s = rocksalt()
+    assert validate_structure(s) is s
+    assert len(s) == 8
+
+
+def test_no_atoms():
+    assert reject(Structure(Lattice.cubic(4), [], [])) == "no atoms"
+
+
+@pytest.mark.parametrize("symbol", ["X", "Xx"])
+def test_dummy_species_is_unknown_element(symbol):
+    s = Structure(Lattice.cubic(4), [symbol, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    message = reject(s)
+    assert "unknown element" in message and symbol in message and "site 0" in message
+
+
+def test_disorder_names_site_and_species():
+    s = Structure(Lattice.cubic(2.86), ["Al", {"Fe": 0.5, "Co": 0.5}], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    message = reject(s)
+    assert "site 1 (Fe0.5 Co0.5) is disordered" in message
+    assert "resolve_disorder='majority'" in message
+
+
+def test_partial_occupancy_of_one_species_is_disorder():
+    s = Structure(Lattice.cubic(3), [{"Li": 0.5}], [[0, 0, 0]])
+    assert "disordered" in reject(s)
+
+
+def test_majority_resolves_each_disordered_site():
+    s = Structure(
+        Lattice.cubic(4),
+        [{"Fe": 0.3, "Co": 0.7}, {"Ni": 0.5, "Cu": 0.5}, {"Li": 0.4}, "O"],
+        [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+    )
+    out = validate_structure(s, resolve_disorder="majority")
+    assert out.is_ordered
+    assert [site.specie.symbol for site in out] == ["Co", "Ni", "Li", "O"]  # tie -> first listed
+    assert all(site.species.num_atoms == 1 for site in out)
+    assert not s.is_ordered  # the input is not modified
+
+
+def test_rounding_in_occupancy_is_not_disorder():
+    s = Structure(Lattice.cubic(3), [{"Cu": 0.9999}], [[0, 0, 0]])
+    out = validate_structure(s)
+    assert out.is_ordered and out[0].species.num_atoms == 1
+
+
+def test_bad_resolve_mode_is_usage_error():
+    with pytest.raises(ValueError, match="resolve_disorder"):
+        validate_structure(rocksalt(), resolve_disorder="minority")
+
+
+def test_close_pair_names_sites_and_distance():
+    s = Structure(Lattice.cubic(4), ["H", "O", "H"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.1, 0, 0]])
+    assert reject(s) == "atoms 0 and 2 are 0.40 Å apart (< 0.6766 Å minimum)"
+
+
+def test_close_pair_across_the_cell_boundary():
+    s = Structure(Lattice.cubic(4), ["H", "H"], [[0.02, 0.5, 0.5], [0.96, 0.5, 0.5]])
+    assert "atoms 0 and 1 are 0.24 Å apart" in reject(s)
+
+
+def test_coincident_atoms_are_rejected():
+    s = Structure(Lattice.cubic(4), ["Na", "Cl"], [[0, 0, 0], [0, 0, 0]])
+    assert "atoms 0 and 1 are 0.00 Å apart" in reject(s)
+
+
+def test_one_atom_cell_with_short_vector_hits_own_image():
+    s = Structure(Lattice.orthorhombic(0.5, 4, 4), ["Li"], [[0, 0, 0]])
+    assert reject(s) == "atom 0 and its own periodic image are 0.50 Å apart (< 0.6766 Å minimum)"
+
+
+def test_very_oblique_cell_needs_a_real_neighbour_search():
+    # b - 30 a = (0.3, 0.4, 0): a 0.5 Å period that no -1..1 combination of a, b, c shows.
+    s = Structure(Lattice([[3, 0, 0], [90.3, 0.4, 0], [0, 0, 3]]), ["Li"], [[0, 0, 0]])
+    assert naive_min_distance(s) > 2.9  # the shortcut would accept this crystal
+    assert "own periodic image are 0.50 Å apart" in reject(s)
+
+
+@pytest.mark.parametrize("period, bad", [(0.6, True), (0.7, False)])
+def test_distance_check_does_not_depend_on_the_choice_of_basis(period, bad):
+    # Same lattice points as diag(3, 3, period), written in a badly skewed basis.
+    reduced = np.diag([3.0, 3.0, period])
+    unimodular = np.array([[1, -4, -8], [-7, 8, -5], [1, -3, -5]])
+    assert round(abs(np.linalg.det(unimodular))) == 1
+    s = Structure(Lattice(unimodular @ reduced), ["C"], [[0, 0, 0]])
+    assert naive_min_distance(s) > 0.7
+    if bad:
+        assert f"{period:.2f} Å apart" in reject(s)
+    else:
+        validate_structure(s)
+
+
+def test_extent_names_axis():
+    s = Structure(Lattice.orthorhombic(4, 4, 60), ["C", "C"], [[0, 0, 0.01], [0, 0, 0.99]])
+    assert reject(s) == "atoms span 58.8 Å along z (> 50 Å image box)"
+
+
+def test_limits_are_parameters():
+    s = Structure(Lattice.cubic(4), ["H", "H"], [[0, 0, 0], [0.2, 0, 0]])  # 0.8 Å apart, 0.8 Å extent
+    validate_structure(s)
+    assert "apart" in reject(s, min_distance=1.0)
+    assert "along x" in reject(s, max_extent=0.5)
+
+
+def test_checks_run_in_documented_order():
+    # unknown element and a close pair: the element is reported first
+    s = Structure(Lattice.cubic(4), ["X", "H"], [[0, 0, 0], [0.05, 0, 0]])
+    assert "unknown element" in reject(s)
+    # disorder and a close pair: disorder first
+    s = Structure(Lattice.cubic(4), [{"Fe": 0.5}, "H"], [[0, 0, 0], [0.05, 0, 0]])
+    assert "disordered" in reject(s)
+    # a close pair in a too-long cell: distance first
+    s = Structure(Lattice.orthorhombic(4, 4, 60), ["H", "H", "H"], [[0, 0, 0], [0.05, 0, 0], [0, 0, 0.99]])
+    assert "apart" in reject(s)
