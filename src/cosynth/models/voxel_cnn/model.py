@@ -1,0 +1,140 @@
+"""The voxel CNN (XIE-SPP v2 architecture, 61,703 parameters) with a sparse and a dense path.
+
+3 × [Conv3d(32, k=3, pad 1) → ReLU → MaxPool3d(4)] → flatten (channels-last order, as the
+published Keras model) → Linear 13 → Linear 13 → Linear 13 → Linear 1. The published model has
+no activation between the 13-unit layers; ``hidden_activation`` may add one for new models.
+``forward`` returns logits; the likelihood is ``sigmoid(logit)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from cosynth.models.voxel_cnn.sparse import sparse_first_block
+from cosynth.represent.voxel import GRID, SparseImage, channel_table
+
+ACTIVATIONS = {"none": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+@dataclass
+class SparseBatch:
+    """A batch of sparse images: concatenated voxel indices and channel values plus offsets."""
+
+    ijk: torch.Tensor  # (P, 3) int32, each image's rows sorted lexicographically
+    values: torch.Tensor  # (P, 3) float32
+    starts: torch.Tensor  # (B+1,) int64
+
+    @classmethod
+    def from_images(cls, images: list[SparseImage]) -> "SparseBatch":
+        table = channel_table()
+        sizes = [len(im.numbers) for im in images]
+        ijk = np.concatenate([im.ijk for im in images]).astype(np.int32) if images else np.zeros((0, 3), np.int32)
+        z = np.concatenate([im.numbers for im in images]) if images else np.zeros(0, np.uint8)
+        return cls(
+            ijk=torch.from_numpy(np.ascontiguousarray(ijk)),
+            values=torch.from_numpy(np.ascontiguousarray(table[z])),
+            starts=torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def dense(self) -> torch.Tensor:
+        """(B, 3, 128, 128, 128) dense images (for the reference path)."""
+        x = torch.zeros(len(self), self.values.shape[1], GRID, GRID, GRID)
+        img = torch.repeat_interleave(torch.arange(len(self)), self.starts.diff())
+        i, j, k = self.ijk.long().T
+        x[img, :, i, j, k] = self.values
+        return x
+
+
+class VoxelCNN(nn.Module):
+    """Synthesizability CNN on 3×128³ voxel images.
+
+    ``path`` chooses how block 1 runs: ``"sparse"`` (default on CPU; exact, fast, low memory)
+    or ``"dense"`` (the plain PyTorch reference; may be faster on a GPU).
+    """
+
+    def __init__(self, in_channels: int = 3, filters: int = 32, hidden: tuple[int, ...] = (13, 13, 13),
+                 hidden_activation: str = "none"):
+        super().__init__()
+        self.config = {"in_channels": in_channels, "filters": filters, "hidden": list(hidden),
+                       "hidden_activation": hidden_activation}
+        self.conv1 = nn.Conv3d(in_channels, filters, 3, padding=1)
+        self.conv2 = nn.Conv3d(filters, filters, 3, padding=1)
+        self.conv3 = nn.Conv3d(filters, filters, 3, padding=1)
+        layers: list[nn.Module] = []
+        width = filters * 8
+        for h in hidden:
+            layers += [nn.Linear(width, h), ACTIVATIONS[hidden_activation]()]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.head = nn.Sequential(*layers)
+        self.path = "sparse"
+
+    def _tail(self, x: torch.Tensor) -> torch.Tensor:
+        """Blocks 2–3 and the dense head, from block 1's pooled output (B, F, 32³)."""
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        x = nn.functional.max_pool3d(torch.relu(self.conv2(x)), 4)
+        x = nn.functional.max_pool3d(torch.relu(self.conv3(x)), 4)
+        x = x.permute(0, 2, 3, 4, 1).reshape(x.shape[0], -1)  # channels-last flatten (Keras order)
+        return self.head(x).squeeze(-1)
+
+    def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from dense images (B, 3, 128, 128, 128)."""
+        x = nn.functional.max_pool3d(torch.relu(self.conv1(x)), 4)
+        return self._tail(x)
+
+    def forward_sparse(self, batch: SparseBatch) -> torch.Tensor:
+        """Logits from sparse images, block 1 without the F×128³ activation."""
+        x = sparse_first_block(batch.ijk, batch.values, batch.starts, self.conv1.weight, self.conv1.bias)
+        return self._tail(x)
+
+    def forward(self, batch: SparseBatch | torch.Tensor) -> torch.Tensor:
+        if isinstance(batch, torch.Tensor):
+            return self.forward_dense(batch)
+        if self.path == "dense" or batch.values.device.type != "cpu":
+            return self.forward_dense(batch.dense().to(self.conv1.weight.device))
+        return self.forward_sparse(batch)
+
+
+def load_keras_weights(model: VoxelCNN, h5_path) -> VoxelCNN:
+    """Copy the published XIE-SPP Keras HDF5 weights into ``model`` (h5py only, no TensorFlow).
+
+    Keras conv kernels are (kx, ky, kz, C_in, C_out) → PyTorch (C_out, C_in, kx, ky, kz); dense
+    kernels (in, out) → transposed. Both frameworks compute cross-correlation, so no flip.
+    """
+    import h5py
+
+    convs = [model.conv1, model.conv2, model.conv3]
+    linears = [m for m in model.head if isinstance(m, nn.Linear)]
+    names_conv = ["conv3d", "conv3d_1", "conv3d_2"]
+    names_dense = ["dense", "dense_1", "dense_2", "dense_3"]
+    if len(linears) != len(names_dense):
+        raise ValueError("the published weights need the compatible architecture (hidden=(13, 13, 13))")
+    with h5py.File(h5_path, "r") as f:
+
+        def arrays(name):
+            grp = f[name]
+            found = {}
+            grp.visititems(lambda key, obj: found.__setitem__(key.split("/")[-1], obj[()])
+                           if isinstance(obj, h5py.Dataset) else None)
+            try:
+                return found["kernel:0"], found["bias:0"]
+            except KeyError as err:
+                raise ValueError(f"{h5_path}: group {name!r} has no {err.args[0]!r}") from None
+
+        with torch.no_grad():
+            for mod, name in zip(convs, names_conv):
+                k, b = arrays(name)
+                mod.weight.copy_(torch.from_numpy(np.transpose(k, (4, 3, 0, 1, 2)).copy()))
+                mod.bias.copy_(torch.from_numpy(b))
+            for mod, name in zip(linears, names_dense):
+                k, b = arrays(name)
+                mod.weight.copy_(torch.from_numpy(k.T.copy()))
+                mod.bias.copy_(torch.from_numpy(b))
+    return model
