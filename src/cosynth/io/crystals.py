@@ -394,7 +394,9 @@ def _cif_block(block: str) -> _Raw:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            parser = CifParser.from_str(block)
+            # frac_tolerance=0: keep coordinates as written (pymatgen would otherwise snap
+            # e.g. 0.6667 to 2/3, moving atoms by ~1e-4 Å and changing voxel images)
+            parser = CifParser.from_str(block, frac_tolerance=0.0)
             keys = {key.lower() for values in parser.as_dict().values() for key in values}
             missing = [key for key in _CELL_KEYS if key not in keys]
             if missing:
