@@ -1,0 +1,27 @@
+"""The single-source synthesizability analogue (bias-study spec) from shared/data.
+
+Materials Project structures of reduced formulas that have both an ICSD-tagged (positive,
+experimentally reported) and a theoretical (negative) polymorph: the model must then tell
+polymorphs of the same composition apart rather than compositions or sources.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+TABLE = "mp_synth_structures/mp_structures_labelled.csv.gz"
+
+
+def single_source_table(data_root) -> pd.DataFrame:
+    """Rows (material_id, reduced_formula, structure_source, cif, label) of formulas that have
+    both labels; label = ICSD tag from PU-CGCNN lists, else the SynCoTrain oxide label."""
+    df = pd.read_csv(Path(data_root) / TABLE, keep_default_na=False, na_values=[""])
+    label = df["label_icsd_pucgcnn"].fillna(df["label_synth_syncotrain"])
+    df = df.assign(label=label).dropna(subset=["label"])
+    df["label"] = df["label"].astype(int)
+    both = df.groupby("reduced_formula")["label"].nunique()
+    df = df[df["reduced_formula"].isin(both[both == 2].index)]
+    cols = ["material_id", "reduced_formula", "structure_source", "density_g_cm3", "cif", "label"]
+    return df[cols].sort_values("material_id").reset_index(drop=True)
