@@ -1,0 +1,97 @@
+"""Training: deterministic, resumable after a kill with the same final weights, honest outputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cosynth.training.voxel import TrainConfig, load_labelled, stratified_split, train_voxel
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+MP = SHARED / "data/mp_synth_structures/mp_structures_labelled.csv.gz"
+
+
+@pytest.fixture(scope="module")
+def small_table() -> pd.DataFrame:
+    if not MP.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{MP} is missing but CI is set: the shared data must be present")
+        pytest.skip(f"shared data not found at {MP}")
+    df = pd.read_csv(MP, keep_default_na=False, na_values=[""], nrows=400)
+    df["label"] = df["label_icsd_pucgcnn"].fillna(df["label_synth_syncotrain"])
+    df = df.dropna(subset=["label"])
+    df = df[df.nsites <= 4]  # small cells keep each image cheap
+    df = pd.concat([df[df.label == 1].head(6), df[df.label == 0].head(6)])
+    return df[["material_id", "cif", "label"]].reset_index(drop=True)
+
+
+def config(**kw) -> TrainConfig:
+    base = dict(label="label", epochs=2, batch_size=4, seed=3, id_column="material_id", test_ensemble=2,
+                split=(50, 25, 25))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_resume_after_interruption_gives_the_same_model(small_table, tmp_path):
+    full = tmp_path / "full"
+    train_voxel(small_table, full, config(), progress=False)
+    part = tmp_path / "part"
+    train_voxel(small_table, part, config(epochs=1), progress=False)  # "killed" after epoch 1
+    train_voxel(small_table, part, config(epochs=2), progress=False)  # same command, resumes
+    a, b = weights(full), weights(part)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    hist_full, hist_part = pd.read_csv(full / "history.csv"), pd.read_csv(part / "history.csv")
+    assert list(hist_part.epoch) == [0, 1]
+    pd.testing.assert_frame_equal(hist_full.drop(columns="seconds"), hist_part.drop(columns="seconds"))
+
+
+def test_run_dir_contents_and_model_file(small_table, tmp_path):
+    from cosynth.models.store import load_model
+
+    metrics = train_voxel(small_table, tmp_path / "run", config(epochs=1), progress=False)
+    run = tmp_path / "run"
+    for name in ("split.csv", "history.csv", "model.pt", "metrics.json", "config.json"):
+        assert (run / name).exists(), name
+    hist = pd.read_csv(run / "history.csv")
+    assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc"} <= set(hist.columns)
+    split = pd.read_csv(run / "split.csv")
+    assert set(split.split) == {"train", "val", "test"}
+    assert metrics["n_test"] == (split.split == "test").sum()
+    model, meta = load_model(run / "model.pt")
+    assert meta["image"]["sampler"] == "haar" and meta["provenance"]["n_train"] == (split.split == "train").sum()
+
+
+def test_bad_rows_are_reported_not_fatal(small_table, tmp_path):
+    df = small_table.copy()
+    df.loc[0, "cif"] = "data_broken\n_cell_length_a 3\n"
+    df.loc[1, "label"] = np.nan
+    ids, structures, labels, errors = load_labelled(df, "label", id_column="material_id")
+    assert len(ids) == len(df) - 2
+    assert set(errors) == {df.material_id[0], df.material_id[1]}
+    assert "not 0 or 1" in errors[df.material_id[1]]
+
+
+def test_missing_label_column_is_a_clear_error(small_table):
+    with pytest.raises(ValueError, match="label column 'nope'"):
+        load_labelled(small_table, "nope")
+
+
+def test_split_is_stratified_and_seeded():
+    y = np.array([0] * 50 + [1] * 50)
+    a, b = stratified_split(y, (60, 20, 20), 1), stratified_split(y, (60, 20, 20), 1)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert [len(a[k]) for k in ("train", "val", "test")] == [60, 20, 20]
+    assert y[a["test"]].mean() == 0.5
+    c = stratified_split(y, (60, 20, 20), 2)
+    assert not np.array_equal(a["test"], c["test"])
