@@ -75,6 +75,16 @@ class VoxelCNN(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.head = nn.Sequential(*layers)
         self.path = "sparse"
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot-uniform weights and zero biases (Keras' defaults, as the published model was
+        trained). PyTorch's default init leaves this network's signal so small (logits ~0.01 with
+        almost no spread across crystals) that training sat at chance for epochs."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv3d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def _tail(self, x: torch.Tensor) -> torch.Tensor:
         """Blocks 2–3 and the dense head, from block 1's pooled output (B, F, 32³)."""
@@ -119,6 +129,8 @@ def load_keras_weights(model: VoxelCNN, h5_path) -> VoxelCNN:
     with h5py.File(h5_path, "r") as f:
 
         def arrays(name):
+            if name not in f:
+                raise ValueError(f"{h5_path}: no weight group {name!r} (found: {', '.join(sorted(f.keys()))})")
             grp = f[name]
             found = {}
             grp.visititems(lambda key, obj: found.__setitem__(key.split("/")[-1], obj[()])

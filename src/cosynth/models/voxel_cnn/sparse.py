@@ -6,7 +6,7 @@ position) and the ReLU'd conv outputs at the affected positions. We compute only
 one x-slab of the grid at a time (a 128×128 scratch map that stays in cache), and never build
 the F×128³ activation (268 MB per image).
 
-The result equals the dense ``conv3d → relu → max_pool3d`` path (tested to 1e-5 in outputs and
+The result equals the dense ``conv3d → relu → max_pool3d`` path (tested to 1e-5 against float64 in outputs and
 gradients). Ties between equal affected outputs in a pooling window go to the first position in
 scan order, as in PyTorch's max_pool3d; an affected output exactly equal to the background
 value is treated as the background (a measure-zero event that changes no gradient of interest).
@@ -190,16 +190,17 @@ class SparseFirstBlock(torch.autograd.Function):
         out, win = ctx.out_win
         n_img, nf = out.shape[0], out.shape[2]
         grad = grad_out.permute(0, 2, 3, 4, 1).contiguous().view(n_img, CELLS**3, nf).numpy()
-        gw = np.zeros((n_img, 27, vals.shape[1], nf), np.float32)
-        gb = np.zeros((n_img, nf), np.float32)
+        # float64 accumulators: a bias gradient sums 32³ cells per image
+        gw = np.zeros((n_img, 27, vals.shape[1], nf), np.float64)
+        gb = np.zeros((n_img, nf), np.float64)
         if n_img:
             _backward(ijk.numpy(), vals.numpy(), starts.numpy(), grad, out, win,
                       bias.detach().numpy().astype(np.float32), gw, gb)
         # sum per-image partials in a fixed order: deterministic whatever the thread count
-        gw_t = torch.from_numpy(gw.sum(axis=0, dtype=np.float64).astype(np.float32))
+        gw_t = torch.from_numpy(gw.sum(axis=0).astype(np.float32))
         c_in = vals.shape[1]
         gw_t = gw_t.view(3, 3, 3, c_in, nf).permute(4, 3, 0, 1, 2).contiguous()
-        gb_t = torch.from_numpy(gb.sum(axis=0, dtype=np.float64).astype(np.float32))
+        gb_t = torch.from_numpy(gb.sum(axis=0).astype(np.float32))
         return None, None, None, gw_t.to(bias.dtype), gb_t.to(bias.dtype)
 
 
