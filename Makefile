@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench bundled-model clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
+
+# Re-train the bundled model from ../shared/data (resumable; see the model card).
+bundled-model: $(STAMP)
+	$(PY) -m cosynth.experiments.bundled_model --install
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
