@@ -111,7 +111,7 @@ def bench(quick: bool) -> dict:
 
 
 def stream_rss(n: int) -> float:
-    """Peak RSS (MB) of a separate process predicting ``n`` MP crystals at E = 1, streamed."""
+    """Peak RSS (MB) of a fresh process predicting ``n`` MP crystals at E = 1, streamed."""
     code = f"""
 import resource, sys, pandas as pd, torch
 from cosynth.models.voxel_cnn.model import VoxelCNN
@@ -119,7 +119,8 @@ from cosynth.predict import predict
 df = pd.read_csv({str(MP_TABLE)!r}, keep_default_na=False, na_values=[""], usecols=["material_id", "cif"], nrows={n})
 torch.manual_seed(0)
 r = predict(df, VoxelCNN(), ensemble=1, id_column="material_id")
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM, not ru_maxrss: on Linux ru_maxrss survives fork+exec and would report the parent's peak
+print(int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])

@@ -59,6 +59,15 @@ def write_card(run: Path) -> Path:
     table = pd.read_parquet(run / "single_source.parquet")
     skipped = pd.read_csv(run / "skipped.csv") if (run / "skipped.csv").exists() else pd.DataFrame()
     counts = split.groupby(["split", "label"]).size().unstack(fill_value=0)
+    test = pd.read_csv(run / "test_predictions.csv")
+    lik = test.likelihood
+    # how far does the origin of a structure alone go? score = its origin's positive rate in train
+    origin = split.merge(table[["material_id", "structure_source"]], left_on="id", right_on="material_id")
+    rate = origin[origin.split == "train"].groupby("structure_source").label.mean()
+    test_origin = origin[origin.split == "test"]
+    from sklearn.metrics import roc_auc_score
+
+    origin_auc = roc_auc_score(test_origin.label, test_origin.structure_source.map(rate).fillna(rate.mean()))
     best = hist.loc[hist.val_loss.idxmin()]
     c = metrics["confusion"]
     lines = [
@@ -98,6 +107,16 @@ def write_card(run: Path) -> Path:
         f"Confusion at 0.5: TP {c['tp']}, FP {c['fp']}, TN {c['tn']}, FN {c['fn']}. For comparison, the paper's "
         "single-source model (1,998 crystals, 500 epochs): AUC 0.862, accuracy 0.778, precision 0.749, "
         "recall 0.859, specificity 0.69.",
+        "",
+        f"**Read this before using the likelihood.** On the test set the likelihoods span only "
+        f"{lik.min():.4f}–{lik.max():.4f} (median {lik.median():.4f}): the model ranks crystals better than chance "
+        f"(AUC above) but is not calibrated, so the 0.5 threshold labels almost everything one way. Use it to rank "
+        f"candidates, not to label them. A trivial score that knows only a crystal's data origin "
+        f"(`structure_source`, positive rate per origin in the training split) reaches test AUC {origin_auc:.3f} "
+        f"on the same crystals" + (
+            f", higher than the model's {metrics['roc_auc']:.3f}: this model has NOT shown that it learned "
+            "anything beyond the data-origin confound." if origin_auc >= metrics["roc_auc"] else
+            f", below the model's {metrics['roc_auc']:.3f}, but part of the model's ranking may still be that confound."),
         "",
         "## Known limits",
         "- Trained on a patchwork of MP subsets (binaries, oxides, well-studied small compounds); its labels "

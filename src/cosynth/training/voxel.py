@@ -255,6 +255,9 @@ def finalize_run(run_dir: Path, config: TrainConfig, ids, structures, labels, pa
     test_idx = parts["test"]
     pred = predict([structures[i] for i in test_idx], model, ensemble=config.test_ensemble, seed=config.seed,
                    sampler=config.sampler)
+    test_pred = pd.DataFrame({"id": [ids[i] for i in test_idx], "label": labels[test_idx],
+                              **{k: pred.crystals[k].to_numpy() for k in ("likelihood", "std", "consistent")}})
+    test_pred.to_csv(run_dir / "test_predictions.csv", index=False)
     metrics = binary_metrics(labels[test_idx], pred.crystals["likelihood"].to_numpy())
     metrics.update({"test_ensemble": config.test_ensemble, "n_test": int(len(test_idx)),
                     "best_epoch": int(hist.loc[hist.val_loss.idxmin(), "epoch"]), "epochs_run": int(len(hist))})
