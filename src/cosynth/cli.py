@@ -165,8 +165,13 @@ def demo(ensemble: int = typer.Option(30, "--ensemble", "-E")) -> None:
     files = sorted(folder.glob("*.json"))
     typer.echo(f"cosynth demo: bundled model 'cosynth-synth-mp', {len(files)} example crystals from {folder}, "
                f"{ensemble} random rotations each\n")
+    from cosynth.models.store import DEFAULT_MODEL, PRETRAINED_DIR, load_model
+
     result = run_predict(files, ensemble=ensemble, seed=0, progress=True)
     _print_table(result.crystals.drop(columns=["n_rotations"]))
+    auc = load_model(DEFAULT_MODEL)[1].get("metrics", {}).get("roc_auc")
+    typer.echo(f"\nThe bundled model's test ROC AUC is {auc:.3f}; read its limits before trusting a likelihood: "
+               f"{PRETRAINED_DIR / (DEFAULT_MODEL + '.md')}")
 
 
 def main() -> None:  # pragma: no cover
