@@ -262,7 +262,8 @@ def finalize_run(run_dir: Path, config: TrainConfig, ids, structures, labels, pa
     metrics.update({"test_ensemble": config.test_ensemble, "n_test": int(len(test_idx)),
                     "best_epoch": int(hist.loc[hist.val_loss.idxmin(), "epoch"]), "epochs_run": int(len(hist))})
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    provenance = {"trained_by": "cosynth train voxel", "table": str(config.label and run_dir / "config.json"),
+    table = json.loads((run_dir / "config.json").read_text()).get("table")
+    provenance = {"trained_by": "cosynth train voxel", "table": table,
                   "config": {**asdict(config)}, "n_train": int(len(parts["train"])), "n_val": int(len(parts["val"])),
                   "n_test": int(len(test_idx))}
     save_model(model, run_dir / "model.pt", sampler=config.sampler, provenance=provenance, metrics=metrics)
