@@ -87,10 +87,9 @@ def iter_predictions(records: Iterable[CrystalRecord], model: VoxelCNN, *, ensem
                      workers: int = 1, batch_size: int = 32) -> Iterator[tuple[dict, list[dict]]]:
     """Yield (crystal row, per-rotation rows) for each record, in input order, streaming.
 
-    ``batch_size`` bounds how many crystals are imaged ahead of the CNN (memory); ``workers``
-    > 1 builds images in that many processes. Neither changes any number.
+    ``workers`` > 1 builds images in that many processes, with at most ``max(batch_size,
+    workers)`` crystals imaged ahead of the CNN (memory). Neither changes any number.
     """
-    records = iter(records)
     jobs = ((r, rotations, ensemble, seed, sampler) for r in records)
     if workers > 1:
         pool = ProcessPoolExecutor(max_workers=workers)

@@ -42,20 +42,15 @@ class VoxelCollisionError(ValueError):
 def channel_table() -> np.ndarray:
     """(119, 3) float32: row Z holds (Z/119, group/19, period/8); row 0 is unused (zeros).
 
-    Lanthanides (57–71) and actinides (89–103) get group 3, as in the published model.
+    Lanthanides (57–71) and actinides (89–103) get group 3 and periods 6/7, as in the published
+    model; pymatgen's ``group`` and ``row`` already say so (checked against the reference table).
     """
     from pymatgen.core.periodic_table import Element
 
     table = np.zeros((119, 3), dtype=np.float32)
     for z in range(1, 119):
         el = Element.from_Z(z)
-        group = 3 if (57 <= z <= 71 or 89 <= z <= 103) else el.group
-        period = el.row
-        if 57 <= z <= 71:
-            period = 6
-        elif 89 <= z <= 103:
-            period = 7
-        table[z] = np.array([z / 119, group / 19, period / 8], dtype=np.float64).astype(np.float32)
+        table[z] = np.array([z / 119, el.group / 19, el.row / 8], dtype=np.float64).astype(np.float32)
     return table
 
 

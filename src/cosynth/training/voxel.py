@@ -214,7 +214,8 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
     pd.DataFrame({"id": ids, "label": labels, "split": split_names}).to_csv(run_dir / "split.csv", index=False)
     if errors:
         pd.DataFrame({"id": list(errors), "error": list(errors.values())}).to_csv(run_dir / "skipped.csv", index=False)
-    (run_dir / "config.json").write_text(json.dumps({**asdict(config), "table": str(table)}, indent=2))
+    table_name = "<in-memory DataFrame>" if isinstance(table, pd.DataFrame) else str(table)
+    (run_dir / "config.json").write_text(json.dumps({**asdict(config), "table": table_name}, indent=2))
 
     def subset(name, fixed_epoch=None):
         idx = parts[name]
@@ -238,10 +239,10 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
     )
     last = run_dir / "checkpoints" / "last.ckpt"
     trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.exists() else None)
-    return finalize_run(run_dir, config, ids, structures, labels, parts)
+    return finalize_run(run_dir, config, table_name, ids, structures, labels, parts)
 
 
-def finalize_run(run_dir: Path, config: TrainConfig, ids, structures, labels, parts) -> dict:
+def finalize_run(run_dir: Path, config: TrainConfig, table: str, ids, structures, labels, parts) -> dict:
     """Export the best checkpoint as a model file and measure it on the test split."""
     from cosynth.evaluate.metrics import binary_metrics
     from cosynth.models.store import save_model
@@ -262,7 +263,6 @@ def finalize_run(run_dir: Path, config: TrainConfig, ids, structures, labels, pa
     metrics.update({"test_ensemble": config.test_ensemble, "n_test": int(len(test_idx)),
                     "best_epoch": int(hist.loc[hist.val_loss.idxmin(), "epoch"]), "epochs_run": int(len(hist))})
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    table = json.loads((run_dir / "config.json").read_text()).get("table")
     provenance = {"trained_by": "cosynth train voxel", "table": table,
                   "config": {**asdict(config)}, "n_train": int(len(parts["train"])), "n_val": int(len(parts["val"])),
                   "n_test": int(len(test_idx))}

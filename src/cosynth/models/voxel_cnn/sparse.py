@@ -105,63 +105,69 @@ def _forward(ijk, vals, starts, weight, bias, out, win):  # pragma: no cover - c
 
 @njit(cache=True, parallel=True, fastmath=True)
 def _backward(ijk, vals, starts, grad, out, win, bias, gw, gb):  # pragma: no cover - compiled
-    """Per-image weight/bias gradients gw (B,27,3,F), gb (B,F) from grad (B, CELLS³, F)."""
+    """Per-image weight/bias gradients gw (B,27,3,F), gb (B,F) from grad (B, CELLS³, F).
+
+    Works one pooled row (4 x-slabs) at a time: its winners' gradients are scattered once into
+    a (4, 128², F) buffer, then each slab's atoms visit only positions that won some max.
+    """
     n_img = starts.shape[0] - 1
     nf = bias.shape[0]
+    row_cells = CELLS * CELLS
     for im in prange(n_img):
         s0, s1 = starts[im], starts[im + 1]
         g = grad[im]
         o = out[im]
         w = win[im]
-        # gradient at each winning affected position, one x-slab at a time
-        gpos = np.zeros((GRID * GRID, nf), np.float32)
+        gpos = np.zeros((POOL, GRID * GRID, nf), np.float32)
+        hit = np.zeros((POOL, GRID * GRID), np.bool_)
         lo = s0
-        for X in range(GRID):
-            cx = X // POOL
-            # scatter the pooled gradient of this slab's winners
-            n_hit = 0
-            for c in range(CELLS * CELLS):
-                cell = cx * CELLS * CELLS + c
+        for cx in range(CELLS):
+            for c in range(row_cells):
+                cell = cx * row_cells + c
                 for f in range(nf):
-                    fl = w[cell, f]
-                    if X % POOL == 0 and fl < 0 and o[cell, f] > 0.0:
-                        gb[im, f] += g[cell, f]  # background winner: d out / d bias = 1
-                    if fl >= 0 and fl // (GRID * GRID) == X and o[cell, f] > 0.0:
-                        gpos[fl % (GRID * GRID), f] += g[cell, f]
+                    if o[cell, f] > 0.0:  # ReLU passes the gradient only where the max is positive
                         gb[im, f] += g[cell, f]
-                        n_hit += 1
-            if n_hit == 0:
-                continue
-            while lo < s1 and ijk[lo, 0] < X - 1:
-                lo += 1
-            a = lo
-            while a < s1 and ijk[a, 0] <= X + 1:
-                dx = ijk[a, 0] - X
-                for dy in range(-1, 2):
-                    py = ijk[a, 1] - dy
-                    if py < 0 or py >= GRID:
-                        continue
-                    for dz in range(-1, 2):
-                        pz = ijk[a, 2] - dz
-                        if pz < 0 or pz >= GRID:
+                        fl = w[cell, f]
+                        if fl >= 0:  # an affected position won; -1 = background (bias only)
+                            sx, p = fl // (GRID * GRID) - cx * POOL, fl % (GRID * GRID)
+                            gpos[sx, p, f] += g[cell, f]
+                            hit[sx, p] = True
+            for sx in range(POOL):
+                X = cx * POOL + sx
+                while lo < s1 and ijk[lo, 0] < X - 1:
+                    lo += 1
+                a = lo
+                while a < s1 and ijk[a, 0] <= X + 1:
+                    dx = ijk[a, 0] - X
+                    for dy in range(-1, 2):
+                        py = ijk[a, 1] - dy
+                        if py < 0 or py >= GRID:
                             continue
-                        k = ((dx + 1) * 3 + (dy + 1)) * 3 + (dz + 1)
-                        p = py * GRID + pz
-                        v0, v1, v2 = vals[a, 0], vals[a, 1], vals[a, 2]
-                        gp = gpos[p]
-                        g0, g1, g2 = gw[im, k, 0], gw[im, k, 1], gw[im, k, 2]
-                        for f in range(nf):
-                            g0[f] += v0 * gp[f]
-                            g1[f] += v1 * gp[f]
-                            g2[f] += v2 * gp[f]
-                a += 1
-            # clear this slab's gradients
-            for c in range(CELLS * CELLS):
-                cell = cx * CELLS * CELLS + c
+                        for dz in range(-1, 2):
+                            pz = ijk[a, 2] - dz
+                            if pz < 0 or pz >= GRID:
+                                continue
+                            p = py * GRID + pz
+                            if not hit[sx, p]:
+                                continue
+                            k = ((dx + 1) * 3 + (dy + 1)) * 3 + (dz + 1)
+                            v0, v1, v2 = vals[a, 0], vals[a, 1], vals[a, 2]
+                            gp = gpos[sx, p]
+                            g0, g1, g2 = gw[im, k, 0], gw[im, k, 1], gw[im, k, 2]
+                            for f in range(nf):
+                                g0[f] += v0 * gp[f]
+                                g1[f] += v1 * gp[f]
+                                g2[f] += v2 * gp[f]
+                    a += 1
+            # clear only what this row wrote
+            for c in range(row_cells):
+                cell = cx * row_cells + c
                 for f in range(nf):
                     fl = w[cell, f]
-                    if fl >= 0 and fl // (GRID * GRID) == X:
-                        gpos[fl % (GRID * GRID), f] = 0.0
+                    if fl >= 0:
+                        sx, p = fl // (GRID * GRID) - cx * POOL, fl % (GRID * GRID)
+                        gpos[sx, p, f] = 0.0
+                        hit[sx, p] = False
 
 
 class SparseFirstBlock(torch.autograd.Function):
