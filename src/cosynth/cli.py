@@ -13,6 +13,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Machine learning on crystals you can trust: synthesizability from structure.")
 train_app = typer.Typer(no_args_is_help=True, help="Train models.")
 app.add_typer(train_app, name="train")
+reproduce_app = typer.Typer(no_args_is_help=True, help="Reproduce the source papers' studies end to end.")
+app.add_typer(reproduce_app, name="reproduce")
 
 
 def _fail(message: str) -> None:
@@ -172,6 +174,18 @@ def demo(ensemble: int = typer.Option(30, "--ensemble", "-E")) -> None:
     auc = load_model(DEFAULT_MODEL)[1].get("metrics", {}).get("roc_auc")
     typer.echo(f"\nThe bundled model's test ROC AUC is {auc:.3f}; read its limits before trusting a likelihood: "
                f"{PRETRAINED_DIR / (DEFAULT_MODEL + '.md')}")
+
+
+def _register_groups() -> None:
+    import importlib
+
+    from cosynth.commands import GROUPS
+
+    for name in GROUPS:
+        importlib.import_module(name).register(app, train_app, reproduce_app)
+
+
+_register_groups()
 
 
 def main() -> None:  # pragma: no cover
