@@ -1,0 +1,211 @@
+"""Cheap physical descriptors of crystals and compositions.
+
+They are what a model should *not* be able to classify on: if density or mean atomic mass alone
+separates synthesizable from unsynthesizable crystals, a deep model trained on that data may
+have learned the shortcut (bias-study spec). The audit compares their class/source
+distributions; data cards summarise them.
+
+Structure descriptors are NaN for composition-only rows; composition descriptors exist for
+every row. Results are cached on disk per crystal (keyed by a hash of the structure's
+lattice, coordinates and species), so auditing the same table twice costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from ase.data import covalent_radii
+from pymatgen.core import Composition, Structure
+
+DESCRIPTOR_VERSION = 1
+
+STRUCTURE_DESCRIPTORS = {
+    "density": "mass density, g/cm³ (total atomic mass / cell volume)",
+    "volume_per_atom": "cell volume per atom, Å³",
+    "packing_fraction": "volume of covalent-radius spheres / cell volume",
+    "n_sites": "atoms in the cell",
+    "min_distance": "shortest interatomic distance over all periodic images, Å",
+    "spacegroup_number": "international space-group number (spglib, symprec 0.1)",
+    "crystal_system": "crystal system (spglib, symprec 0.1)",
+}
+COMPOSITION_DESCRIPTORS = {
+    "mean_atomic_mass": "mean atomic mass per atom, amu",
+    "n_elements": "number of distinct elements",
+    "mean_electronegativity": "fraction-weighted Pauling electronegativity",
+    "electronegativity_range": "max − min Pauling electronegativity",
+    "mean_covalent_radius": "fraction-weighted covalent radius, Å",
+    "max_atomic_number": "heaviest element's Z",
+}
+DESCRIPTORS = {**COMPOSITION_DESCRIPTORS, **STRUCTURE_DESCRIPTORS}
+# Descriptors that are categories, not magnitudes (the audit treats them differently).
+CATEGORICAL = ("crystal_system",)
+CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
+
+
+def default_cache_dir() -> Path:
+    """$COSYNTH_CACHE/descriptors, else the user cache folder (never the repository)."""
+    if os.environ.get("COSYNTH_CACHE"):
+        return Path(os.environ["COSYNTH_CACHE"]) / "descriptors"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cosynth" / "descriptors"
+
+
+def composition_descriptors(formula: str | Composition) -> dict[str, float]:
+    """Descriptors that need no structure; raises ValueError for an unparsable formula."""
+    comp = formula if isinstance(formula, Composition) else Composition(formula)
+    if comp.num_atoms <= 0:
+        raise ValueError(f"empty composition {formula!r}")
+    fractions = comp.fractional_composition
+    elements = list(fractions)
+    weights = np.array([fractions[e] for e in elements], dtype=float)
+    chi = np.array([e.X if e.X == e.X else np.nan for e in elements], dtype=float)
+    radii = np.array([covalent_radii[e.Z] for e in elements], dtype=float)
+    known = np.isfinite(chi)
+    return {
+        "mean_atomic_mass": float(comp.weight) / float(comp.num_atoms),
+        "n_elements": float(len(elements)),
+        "mean_electronegativity": float(np.sum(weights[known] * chi[known]) / np.sum(weights[known]))
+        if known.any() else np.nan,
+        "electronegativity_range": float(np.ptp(chi[known])) if known.any() else np.nan,
+        "mean_covalent_radius": float(np.sum(weights * radii)),
+        "max_atomic_number": float(max(e.Z for e in elements)),
+    }
+
+
+def structure_descriptors(structure: Structure, symprec: float = 0.1) -> dict[str, object]:
+    """Descriptors of one ordered crystal structure."""
+    volume = float(structure.volume)
+    n = len(structure)
+    numbers = np.array([site.specie.Z for site in structure], dtype=int)
+    sphere_volume = float(np.sum(4.0 / 3.0 * np.pi * covalent_radii[numbers] ** 3))
+    out: dict[str, object] = {
+        "density": float(structure.density),
+        "volume_per_atom": volume / n,
+        "packing_fraction": sphere_volume / volume,
+        "n_sites": float(n),
+        "min_distance": min_distance(structure),
+        "spacegroup_number": np.nan,
+        "crystal_system": None,
+    }
+    try:
+        from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+        sga = SpacegroupAnalyzer(structure, symprec=symprec)
+        out["spacegroup_number"] = float(sga.get_space_group_number())
+        out["crystal_system"] = sga.get_crystal_system()
+    except Exception:  # spglib gives up on some cells; the other descriptors still stand
+        pass
+    return out
+
+
+def min_distance(structure: Structure) -> float:
+    """Shortest distance between two atoms (or an atom and its own image), periodic."""
+    r = 4.0
+    while True:
+        centers, points, offsets, distances = structure.get_neighbor_list(r=r, exclude_self=False)
+        keep = ~((centers == points) & np.all(offsets == 0, axis=1))
+        if np.any(keep):
+            return float(distances[keep].min())
+        if r > 64:  # only a huge, nearly empty cell gets here
+            return np.nan
+        r *= 2
+
+
+def structure_key(structure: Structure) -> str:
+    """Stable hash of what the descriptors depend on."""
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(structure.frac_coords, dtype=np.float64).tobytes())
+    h.update(np.array([s.specie.Z for s in structure], dtype=np.int32).tobytes())
+    h.update(f"v{DESCRIPTOR_VERSION}".encode())
+    return h.hexdigest()
+
+
+def compute_descriptors(
+    formulas: Sequence[str | None],
+    structures: Sequence[Structure | None] | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    symprec: float = 0.1,
+) -> pd.DataFrame:
+    """One row per input: every descriptor of `DESCRIPTORS`, plus `descriptor_error`.
+
+    A row needs a formula or a structure; the formula comes from the structure when missing.
+    Structure descriptors are NaN where there is no structure. A row that fails gets NaN and a
+    message in `descriptor_error`; the other rows are unaffected.
+    """
+    n = len(formulas)
+    structures = list(structures) if structures is not None else [None] * n
+    if len(structures) != n:
+        raise ValueError(f"{n} formulas but {len(structures)} structures")
+    cache = _Cache(cache_dir, symprec) if use_cache else None
+    rows = []
+    for formula, structure in zip(formulas, structures):
+        row: dict[str, object] = {name: np.nan for name in DESCRIPTORS}
+        row["crystal_system"] = None
+        errors = []
+        comp_source = structure.composition if structure is not None else formula
+        if comp_source is None or (isinstance(comp_source, float) and comp_source != comp_source):
+            errors.append("no formula and no structure")
+        else:
+            try:
+                row.update(composition_descriptors(comp_source))
+            except Exception as exc:
+                errors.append(f"formula {formula!r}: {exc}")
+        if structure is not None:
+            try:
+                row.update(cache.get(structure) if cache else structure_descriptors(structure, symprec))
+            except Exception as exc:
+                errors.append(f"structure: {exc}")
+        row["descriptor_error"] = "; ".join(errors) or None
+        rows.append(row)
+    if cache:
+        cache.save()
+    frame = pd.DataFrame(rows, columns=[*DESCRIPTORS, "descriptor_error"])
+    numeric = [c for c in DESCRIPTORS if c not in CATEGORICAL]
+    frame[numeric] = frame[numeric].astype(float)
+    return frame
+
+
+class _Cache:
+    """Structure descriptors on disk, one parquet file per symprec, merged on save."""
+
+    def __init__(self, cache_dir: str | Path | None, symprec: float):
+        self.path = Path(cache_dir or default_cache_dir()) / f"structure-v{DESCRIPTOR_VERSION}-sp{symprec:g}.parquet"
+        self.symprec = symprec
+        self.known: dict[str, dict] = {}
+        self.new: dict[str, dict] = {}
+        if self.path.exists():
+            try:
+                frame = pd.read_parquet(self.path)
+                self.known = {k: r for k, r in zip(frame.pop("key"), frame.to_dict("records"))}
+            except Exception:  # a corrupt cache is rebuilt, never trusted
+                self.known = {}
+
+    def get(self, structure: Structure) -> dict:
+        key = structure_key(structure)
+        hit = self.known.get(key) or self.new.get(key)
+        if hit is None:
+            hit = structure_descriptors(structure, self.symprec)
+            self.new[key] = hit
+        return dict(hit)
+
+    def save(self) -> None:
+        if not self.new:
+            return
+        try:
+            merged = {**self.known, **self.new}
+            frame = pd.DataFrame(list(merged.values()))
+            frame.insert(0, "key", list(merged))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, self.path)
+            self.known, self.new = merged, {}
+        except OSError:  # a read-only cache location only costs speed
+            pass
