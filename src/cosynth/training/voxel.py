@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cosynth.data.splits import stratified_split
 from cosynth.io import iter_crystals
 from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
 from cosynth.represent.voxel import CrystalImager, crystal_rng, sample_rotations
@@ -78,19 +79,6 @@ def _read_table(table) -> pd.DataFrame:
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return pd.read_json(path, lines=True)
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
-
-
-def stratified_split(labels: np.ndarray, fractions, seed: int) -> dict[str, np.ndarray]:
-    """Indices for train/val/test, stratified by label, fixed by the seed."""
-    from sklearn.model_selection import train_test_split
-
-    fr = np.asarray(fractions, dtype=float)
-    fr = fr / fr.sum()
-    idx = np.arange(len(labels))
-    train, rest = train_test_split(idx, train_size=fr[0], stratify=labels, random_state=seed)
-    val_share = fr[1] / (fr[1] + fr[2])
-    val, test = train_test_split(rest, train_size=val_share, stratify=labels[rest], random_state=seed)
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
 class RotatedCrystals(Dataset):
