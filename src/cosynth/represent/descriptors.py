@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from ase.data import covalent_radii
-from pymatgen.core import Composition, Structure
+from pymatgen.core import Composition, Element, Structure
 
 DESCRIPTOR_VERSION = 1
 
@@ -60,8 +60,11 @@ def composition_descriptors(formula: str | Composition) -> dict[str, float]:
     if comp.num_atoms <= 0:
         raise ValueError(f"empty composition {formula!r}")
     fractions = comp.fractional_composition
-    elements = list(fractions)
-    weights = np.array([fractions[e] for e in elements], dtype=float)
+    elements = [getattr(e, "element", e) for e in fractions]  # species (Fe2+) → element
+    unknown = [getattr(e, "symbol", str(e)) for e in elements if not isinstance(e, Element)]
+    if unknown:
+        raise ValueError(f"unknown element {', '.join(unknown)}")
+    weights = np.array(list(fractions.values()), dtype=float)
     chi = np.array([e.X if e.X == e.X else np.nan for e in elements], dtype=float)
     radii = np.array([covalent_radii[e.Z] for e in elements], dtype=float)
     known = np.isfinite(chi)

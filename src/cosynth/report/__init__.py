@@ -1,0 +1,1 @@
+"""Figures and self-contained HTML pages for the audit, evaluation and stress commands."""

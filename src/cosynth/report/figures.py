@@ -1,0 +1,127 @@
+"""matplotlib figures shared by the audit, evaluation and stress reports (Agg, no display)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+CLASS_COLORS = {1: "#1f77b4", 0: "#d62728"}
+CLASS_NAMES = {1: "positive (synthesizable)", 0: "negative"}
+
+
+def _finite(x) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    return x[np.isfinite(x)]
+
+
+def overlay(ax, groups: dict, xlabel: str, title: str = "", bins: int = 40, kde: bool = True) -> None:
+    """Overlaid normalised histograms (+ Gaussian KDE) of several groups on shared bins."""
+    from scipy.stats import gaussian_kde
+
+    data = {k: _finite(v) for k, v in groups.items()}
+    allv = np.concatenate([v for v in data.values() if len(v)]) if any(len(v) for v in data.values()) else np.zeros(0)
+    if len(allv) == 0:
+        ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
+        return
+    lo, hi = np.percentile(allv, [0.5, 99.5])
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    grid = np.linspace(lo, hi, 200)
+    for i, (key, v) in enumerate(data.items()):
+        color = CLASS_COLORS.get(key, f"C{i}")
+        name = CLASS_NAMES.get(key, str(key))
+        if len(v) == 0:
+            continue
+        ax.hist(np.clip(v, lo, hi), bins=edges, density=True, alpha=0.35, color=color,
+                label=f"{name} (n={len(v)})")
+        if kde and len(v) > 2 and np.ptp(v) > 0:
+            ax.plot(grid, gaussian_kde(v)(grid), color=color, lw=1.5)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density of rows")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def class_panels(values, labels, sources, xlabel: str, title: str, max_panels: int = 6):
+    """Paper Fig. 2 style: class-conditional distributions for all rows, then per source."""
+    values, labels = np.asarray(values, float), np.asarray(labels)
+    panels = [("all rows", np.ones(len(values), bool))]
+    if sources is not None:
+        src = np.asarray(sources)
+        names, counts = np.unique(src, return_counts=True)
+        for name in names[np.argsort(-counts)][: max_panels - 1]:
+            panels.append((f"source: {name}", src == name))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, (name, mask) in zip(axes[0], panels):
+        overlay(ax, {1: values[mask & (labels == 1)], 0: values[mask & (labels == 0)]}, xlabel, name)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(curves: dict, title: str = "ROC"):
+    """curves: name → (fpr, tpr, auc)."""
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    for i, (name, (fpr, tpr, auc)) in enumerate(curves.items()):
+        ax.plot(fpr, tpr, color=f"C{i}", label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    ax.set_xlabel("false positive rate (1 − specificity)")
+    ax.set_ylabel("true positive rate (recall)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def likelihood_histogram(p, y, threshold: float = 0.5, title: str = "Likelihood per class"):
+    """Paper Fig. 3c–f: predicted likelihood of the positive and negative test crystals."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    p, y = np.asarray(p, float), np.asarray(y)
+    edges = np.linspace(0, 1, 26)
+    for cls in (1, 0):
+        v = p[(y == cls) & np.isfinite(p)]
+        ax.hist(v, bins=edges, alpha=0.5, color=CLASS_COLORS[cls], label=f"{CLASS_NAMES[cls]} (n={len(v)})")
+    ax.axvline(threshold, color="k", ls="--", lw=1)
+    ax.set_xlabel("synthesizability likelihood")
+    ax.set_ylabel("crystals")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(history, title: str = "Learning curves"):
+    """Loss and accuracy per epoch from a training run's history table (Fig. 3a–b)."""
+    cols = history.columns
+    metrics = [m for m in ("loss", "acc", "auc") if any(c.endswith(m) for c in cols)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        for c in cols:
+            if c.endswith(m) and c != "epoch":
+                ax.plot(history["epoch"], history[c], marker=".", label=c)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(m)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def curves(x, series: dict, xlabel: str, ylabel: str, title: str, hline: float | None = None):
+    """Simple line plot: series name → y values over x."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for i, (name, yv) in enumerate(series.items()):
+        ax.plot(x, yv, marker="o", color=f"C{i}", label=name)
+    if hline is not None:
+        ax.axhline(hline, color="grey", ls=":", lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
