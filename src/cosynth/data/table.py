@@ -167,7 +167,8 @@ class CrystalTable:
                 try:
                     norm, structure, cif = _validate_row(formula, cell, fcol, scol, parse)
                 except Exception as exc:  # one bad row never stops the table
-                    errors.append({"row": i, "id": row_id, "error": str(exc) or type(exc).__name__})
+                    message = " ".join(str(exc).split()) or type(exc).__name__
+                    errors.append({"row": i, "id": row_id, "error": message})
                     continue
                 seen[row_id] = i
                 ids.append(row_id)
