@@ -126,7 +126,7 @@ def build_single_source(data_root=None, out=None, *, formulas=None, structure_so
     mp = mp_labelled(root, parse=False)
     frame = mp.frame
     filters = ["rows with a label (PU-CGCNN ICSD tag, else SynCoTrain)"]
-    mask = frame["label"].notna().to_numpy()
+    mask = frame["label"].notna().to_numpy().copy()
     if structure_sources:
         mask &= frame["structure_source"].isin(list(structure_sources)).to_numpy()
         filters.append(f"structure_source in {sorted(structure_sources)}")

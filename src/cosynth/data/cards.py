@@ -205,7 +205,7 @@ def render_markdown(card: dict) -> str:
         lines += [*_md_table(rows, ["descriptor", *[g if g == "all" else f"label {g}" for g in groups]]), ""]
     if card.get("notes"):
         lines += ["## Notes", *[f"- {s}" for s in card["notes"]], ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def write_card(card: dict, table_path) -> tuple[Path, Path]:
