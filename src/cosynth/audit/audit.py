@@ -141,7 +141,8 @@ def audit(frame: pd.DataFrame, settings: AuditSettings, descriptors: list[str]) 
         "settings": {"label": settings.label, "positive_value": settings.positive, "source": settings.source,
                      "group": settings.group, "folds": settings.folds, "seed": settings.seed,
                      "thresholds": settings.thresholds(),
-                     "shortcut_classifier": "HistGradientBoosting(max_depth=3, 100 iterations), out-of-fold"},
+                     "shortcut_classifier": "one descriptor: spline-logistic on quantiles; several: "
+                                            "HistGradientBoosting(max_depth=3); out-of-fold AUC"},
         "descriptors": {},
     }
     source_names: list[str] = []
@@ -251,11 +252,14 @@ def audit_table(table, label: str, *, source: str | None = None, descriptors: li
     frame = table.frame.copy()
     has_structures = bool(table.has_structure().any())
     wanted = list(descriptors) if descriptors else default_descriptors(has_structures)
-    computed = [d for d in wanted if d in DESCRIPTORS and d not in frame.columns]
+    relative = [d[: -len("_vs_formula")] for d in wanted if d.endswith("_vs_formula") and d not in frame.columns]
+    computed = [d for d in {*wanted, *relative} if d in DESCRIPTORS and d not in frame.columns]
     if computed:
         desc = describe_table(table, cache_dir=cache_dir)
         for name in computed:
             frame[name] = desc[name].to_numpy()
+    if relative:
+        add_formula_relative(frame, names=relative)
     unknown = [d for d in wanted if d not in frame.columns]
     if unknown:
         raise ValueError(f"unknown descriptor(s) {', '.join(unknown)}; computed ones: {', '.join(DESCRIPTORS)}; "
@@ -311,8 +315,8 @@ def write_audit(result: dict, frame: pd.DataFrame, settings: AuditSettings, desc
     vt = verdict_table(result)
     page.table(vt, row_class=[f"flag-{x}" for x in vt["verdict"]])
     page.paragraph(f"Thresholds: bias if the cross-validated shortcut AUC ≥ {BIAS_AUC}; warn if ≥ {WARN_AUC} or "
-                   f"|SMD| ≥ {WARN_SMD} with KS p < {SIGNIFICANT_P}. Shortcut = out-of-fold ROC AUC of a shallow "
-                   "gradient-boosted classifier that sees only that descriptor.", css="note")
+                   f"|SMD| ≥ {WARN_SMD} with KS p < {SIGNIFICANT_P}. Shortcut = out-of-fold ROC AUC of a smooth "
+                   "spline-logistic classifier that sees only that descriptor.", css="note")
     if "source_confound" in result:
         sc = result["source_confound"]
         page.heading("Source confound")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -97,9 +98,11 @@ def structure_descriptors(structure: Structure, symprec: float = 0.1) -> dict[st
     try:
         from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-        sga = SpacegroupAnalyzer(structure, symprec=symprec)
-        out["spacegroup_number"] = float(sga.get_space_group_number())
-        out["crystal_system"] = sga.get_crystal_system()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # spglib's error-handling notice
+            sga = SpacegroupAnalyzer(structure, symprec=symprec)
+            out["spacegroup_number"] = float(sga.get_space_group_number())
+            out["crystal_system"] = sga.get_crystal_system()
     except Exception:  # spglib gives up on some cells; the other descriptors still stand
         pass
     return out
