@@ -175,6 +175,8 @@ def compute_descriptors(
     frame = pd.DataFrame(rows, columns=[*DESCRIPTORS, "descriptor_error"])
     numeric = [c for c in DESCRIPTORS if c not in CATEGORICAL]
     frame[numeric] = frame[numeric].astype(float)
+    for col in ("crystal_system", "descriptor_error"):  # None, not NaN, where there is no text
+        frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
     return frame
 
 
