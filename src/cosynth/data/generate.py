@@ -132,7 +132,8 @@ def short_contact(structure: Structure, factor: float, floor: float) -> str | No
     k = int(np.flatnonzero(bad)[np.argmin((dists / limit)[bad])])
     i, j = sorted((int(centers[k]), int(points[k])))
     si, sj = structure[i].specie.symbol, structure[j].specie.symbol
-    return (f"atoms {i} ({si}) and {j} ({sj}) are {dists[k]:.2f} Å apart, below the minimum "
+    pair = f"atom {i} ({si}) and its own periodic image" if i == j else f"atoms {i} ({si}) and {j} ({sj})"
+    return (f"{pair} are {dists[k]:.2f} Å apart, below the minimum "
             f"{limit[k]:.2f} Å (max of {factor:g} × covalent radii sum and {floor:g} Å)")
 
 
