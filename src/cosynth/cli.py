@@ -58,7 +58,7 @@ def predict(
     model: str = typer.Option("cosynth-synth-mp", "--model", "-m", help="Bundled model name or model file."),
     ensemble: int = typer.Option(100, "--ensemble", "-E", help="Random rotations per crystal."),
     seed: int = typer.Option(0, help="Seed of the rotations (results depend only on seed and crystal id)."),
-    sampler: Optional[str] = typer.Option(None, help="haar (uniform on SO(3)) or xiespp; default: the model's."),
+    sampler: Optional[str] = typer.Option(None, help="haar (uniform on SO(3)), sobol (low-discrepancy) or xiespp; default: the model's."),
     rotations: Optional[Path] = typer.Option(None, help="CSV of explicit angle triples alpha,beta,gamma (degrees)."),
     per_rotation: Optional[Path] = typer.Option(None, "--per-rotation", help="Also write one row per crystal × rotation here."),
     threshold: float = typer.Option(0.5, help="Label threshold on the likelihood and on each rotation."),
@@ -72,8 +72,8 @@ def predict(
     """Synthesizability likelihood per crystal: mean over rotated images, spread, consistency."""
     from cosynth.predict import predict as run_predict, write_table
 
-    if sampler not in (None, "haar", "xiespp"):
-        _fail(f"--sampler must be haar or xiespp, not {sampler!r}")
+    if sampler not in (None, "haar", "sobol", "xiespp"):
+        _fail(f"--sampler must be haar, sobol or xiespp, not {sampler!r}")
     try:
         result = run_predict(inputs, model, ensemble=ensemble, seed=seed, sampler=sampler, rotations=rotations,
                              threshold=threshold, per_rotation=per_rotation is not None, workers=workers,

@@ -73,7 +73,7 @@ def _job(args):
     return _images_for(*args)
 
 
-def _probabilities(model: VoxelCNN, images: list[SparseImage]) -> np.ndarray:
+def image_probabilities(model: VoxelCNN, images: list[SparseImage]) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), EVAL_CHUNK):
@@ -123,7 +123,7 @@ def _summarise(rec_id, angles, images, error, model, threshold):
         row = {"id": rec_id, "likelihood": np.nan, "std": np.nan, "n_rotations": 0, "consistent": pd.NA,
                "label": pd.NA, "status": "error", "error": error}
         return row, []
-    probs = _probabilities(model, images)
+    probs = image_probabilities(model, images)
     labels = probs >= threshold
     likelihood = float(probs.mean())
     row = {"id": rec_id, "likelihood": likelihood, "std": float(probs.std()), "n_rotations": len(probs),

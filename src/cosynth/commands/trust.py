@@ -76,3 +76,159 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
         except ValueError as err:
             _fail(str(err))
         typer.echo(f"wrote {out} ({len(pages)} pages)", err=True)
+
+    register_evaluation(app)
+
+
+def _named(items: list[str]) -> dict:
+    """'name=path' or 'path' (named by its file stem) → {name: path}."""
+    out = {}
+    for item in items:
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        name = name or Path(path).stem.replace(".card", "")
+        if name in out:
+            _fail(f"two inputs are named {name!r}; use name=path")
+        out[name] = path
+    return out
+
+
+def _factors(text: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        _fail(f"--factors must be comma-separated numbers, not {text!r}")
+    if not values or any(v <= 0 for v in values):
+        _fail("--factors must be positive volume factors")
+    return values
+
+
+def register_evaluation(app: typer.Typer) -> None:
+    stress_app = typer.Typer(no_args_is_help=True,
+                             help="Stress tests: cross-evaluation, volume sweep, ensemble-size consistency.")
+    app.add_typer(stress_app, name="stress")
+
+    @app.command()
+    def evaluate(
+        table: Path = typer.Argument(..., help="Labelled crystal table."),
+        label: str = typer.Option(..., "--label", "-l", help="Label (or regression target) column."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Voxel model (bundled name or file)."),
+        score: Optional[str] = typer.Option(None, help="Evaluate this existing column of scores instead of a model."),
+        ensemble: int = typer.Option(20, "--ensemble", "-E", help="Rotations per crystal."),
+        seed: int = typer.Option(0),
+        threshold: float = typer.Option(0.5),
+        run: Optional[Path] = typer.Option(None, help="Training run folder (learning curves from history.csv)."),
+        workers: int = typer.Option(1, help="Processes building images."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    ) -> None:
+        """Metrics, ROC, likelihood histograms and learning curves of a model on a labelled table."""
+        from cosynth.evaluate.evaluate import evaluate_model, evaluate_scores, write_evaluation
+
+        if (model is None) == (score is None):
+            _fail("give exactly one of --model or --score")
+        if not table.exists():
+            _fail(f"{table}: no such file")
+        try:
+            if model is not None:
+                result = evaluate_model(model, table, label, ensemble=ensemble, seed=seed, threshold=threshold,
+                                        run_dir=run, out_dir=out, workers=workers, progress=True,
+                                        title=f"Evaluation of {model} on {table.name}")
+            else:
+                from cosynth.data.table import read_table
+
+                frame = read_table(table).frame
+                for col in (label, score):
+                    if col not in frame.columns:
+                        _fail(f"no column {col!r} in {table}")
+                result = evaluate_scores(frame[label], frame[score], threshold=threshold)
+                import pandas as pd
+
+                hist = pd.read_csv(run / "history.csv") if run and (run / "history.csv").exists() else None
+                write_evaluation(result, frame, label, out, history=hist, score_column=score,
+                                 title=f"Evaluation of {score} on {table.name}")
+        except ValueError as err:
+            _fail(str(err))
+        m = result["metrics"]
+        typer.echo("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in m.items() if not isinstance(v, dict)))
+        typer.echo(f"wrote {out / 'evaluate.json'} and {out / 'evaluate.html'}", err=True)
+
+    @stress_app.command("cross")
+    def stress_cross(
+        tables: List[str] = typer.Argument(..., help="Labelled test tables ([name=]path)."),
+        model: List[str] = typer.Option(..., "--model", "-m", help="Models ([name=]bundled name or file); repeat."),
+        label: str = typer.Option(..., "--label", "-l"),
+        ensemble: int = typer.Option(20, "--ensemble", "-E"),
+        seed: int = typer.Option(0),
+        threshold: float = typer.Option(0.5),
+        workers: int = typer.Option(1),
+        out: Path = typer.Option(..., "--out", "-o"),
+    ) -> None:
+        """Every model on every test table: the metrics matrix (the paper's swapped test sets)."""
+        from cosynth.evaluate.stress import cross_evaluate, write_cross
+
+        try:
+            df = cross_evaluate(_named(model), _named(tables), label, ensemble=ensemble, seed=seed,
+                                threshold=threshold, out_dir=out, workers=workers)
+        except (ValueError, FileNotFoundError) as err:
+            _fail(str(err))
+        write_cross(df, out)
+        typer.echo(df.drop(columns=["tp", "fp", "tn", "fn"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+    @stress_app.command("volume")
+    def stress_volume(
+        table: Path = typer.Argument(..., help="Labelled table of structures."),
+        model: List[str] = typer.Option(..., "--model", "-m", help="Models ([name=]bundled name or file); repeat."),
+        label: str = typer.Option(..., "--label", "-l"),
+        factors: str = typer.Option("0.45,0.6,0.8,0.9,1.0,1.1,1.3", help="Volume factors (0.45 = 55 % compression)."),
+        ensemble: int = typer.Option(20, "--ensemble", "-E"),
+        seed: int = typer.Option(0),
+        threshold: float = typer.Option(0.5),
+        workers: int = typer.Option(1),
+        out: Path = typer.Option(..., "--out", "-o"),
+    ) -> None:
+        """Scale every structure's volume, predict again, and plot metrics and likelihood per factor."""
+        from cosynth.evaluate.stress import volume_sweep, write_sweep
+
+        try:
+            df, dens = volume_sweep(_named(model), table, label, factors=_factors(factors), ensemble=ensemble,
+                                    seed=seed, threshold=threshold, out_dir=out, workers=workers)
+        except (ValueError, FileNotFoundError) as err:
+            _fail(str(err))
+        write_sweep(df, dens, out)
+        typer.echo(df.drop(columns=["tp", "fp", "tn", "fn"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+    @stress_app.command("ensemble")
+    def stress_ensemble(
+        table: Path = typer.Argument(..., help="Table of structures (e.g. a test set)."),
+        model: str = typer.Option("cosynth-synth-mp", "--model", "-m"),
+        sizes: str = typer.Option("1,2,5,10,20,30,50,75,100,150,200", help="Ensemble sizes E."),
+        repeats: int = typer.Option(10, "--repeats", "-R", help="Repeated ensembles per size (R ≥ 2)."),
+        mode: str = typer.Option("pool", help="pool (bootstrap from one pool per crystal) or fresh (E·R new rotations)."),
+        pool_size: int = typer.Option(200, help="Rotations per crystal in the pool mode."),
+        samplers: str = typer.Option("haar", help="Comma-separated samplers (fresh mode): haar,sobol."),
+        seed: int = typer.Option(0),
+        threshold: float = typer.Option(0.5),
+        limit: Optional[int] = typer.Option(None, help="Only the first N crystals (the study costs E·R images each)."),
+        out: Path = typer.Option(..., "--out", "-o"),
+    ) -> None:
+        """How many rotations does a stable prediction need? Consistency per ensemble size (paper Table I)."""
+        from cosynth.data.table import read_table
+        from cosynth.evaluate.ensemble import ensemble_study, write_study
+        from cosynth.models.store import load_model
+
+        try:
+            tab = read_table(table)
+            net, meta = load_model(model)
+            keep = [i for i, s in enumerate(tab.structures()) if s is not None][: limit or None]
+            result = ensemble_study(net, [tab.structures()[i] for i in keep],
+                                    tab.frame["id"].astype(str).iloc[keep].tolist(),
+                                    sizes=[int(s) for s in sizes.split(",")], repeats=repeats, seed=seed,
+                                    threshold=threshold, mode=mode, pool_size=pool_size,
+                                    samplers=tuple(samplers.split(",")), progress=True)
+        except ValueError as err:
+            _fail(str(err))
+        result["model"] = str(meta.get("path"))
+        write_study(result, out)
+        from cosynth.evaluate.ensemble import study_table
+
+        typer.echo(study_table(result).to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -31,7 +31,7 @@ OFFSET = CENTER - BOX / 2  # 18.30126953125, start of the image box inside the b
 # diagonal is exactly CENTER); the margin keeps float32 rounding from dropping a corner atom.
 _REACH = CENTER + 0.01
 
-SAMPLERS = ("haar", "xiespp")
+SAMPLERS = ("haar", "sobol", "xiespp")
 
 
 class VoxelCollisionError(ValueError):
@@ -112,7 +112,10 @@ def sample_rotations(sampler: str, n: int, rng: np.random.Generator) -> np.ndarr
     """Draw ``n`` rotations as angle triples (degrees, xiespp convention), shape (n, 3).
 
     ``haar`` draws uniformly on SO(3) and reports the exact Euler angles of each matrix;
-    ``xiespp`` draws each angle uniformly in [0°, 360°) and rounds it to float16, as upstream.
+    ``xiespp`` draws each angle uniformly in [0°, 360°) and rounds it to float16, as upstream;
+    ``sobol`` is a low-discrepancy set: scrambled Sobol points of the unit cube mapped to unit
+    quaternions (Shoemake's uniform map), so the n rotations cover SO(3) more evenly than n
+    independent draws while each one is still uniformly distributed.
     """
     if sampler == "haar":
         from scipy.spatial.transform import Rotation
@@ -122,6 +125,21 @@ def sample_rotations(sampler: str, n: int, rng: np.random.Generator) -> np.ndarr
         return Rotation.random(n, random_state=rng).as_euler("xyz", degrees=True) % 360.0
     if sampler == "xiespp":
         return xiespp_angles(360.0 * rng.random((n, 3)))
+    if sampler == "sobol":
+        import warnings
+
+        from scipy.spatial.transform import Rotation
+        from scipy.stats import qmc
+
+        if n == 0:
+            return np.zeros((0, 3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # balance warning for n that is not a power of two
+            u = qmc.Sobol(d=3, scramble=True, seed=rng).random(n)
+        a, b = np.sqrt(1.0 - u[:, 0]), np.sqrt(u[:, 0])
+        t1, t2 = 2 * np.pi * u[:, 1], 2 * np.pi * u[:, 2]
+        quat = np.column_stack([a * np.sin(t1), a * np.cos(t1), b * np.sin(t2), b * np.cos(t2)])
+        return Rotation.from_quat(quat).as_euler("xyz", degrees=True) % 360.0
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
 
 
@@ -210,11 +228,11 @@ class CrystalImager:
         """The sparse image for one rotation given as an angle triple (degrees).
 
         ``xiespp`` rounds the angles to float16 and rotates exactly as the published code;
-        ``haar`` applies the float32 rotation matrix of the (unrounded) angles.
+        ``haar`` and ``sobol`` apply the float32 rotation matrix of the (unrounded) angles.
         """
         if sampler == "xiespp":
             rotated = _rotate_xiespp(self.points, xiespp_angles(angles_deg))
-        elif sampler == "haar":
+        elif sampler in ("haar", "sobol"):
             rot = angles_to_matrix(angles_deg).astype(np.float32)
             cen = np.float32(CENTER)
             rotated = (self.points - cen) @ rot.T + cen

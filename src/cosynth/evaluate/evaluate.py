@@ -1,0 +1,167 @@
+"""Evaluate a model on a labelled table: the paper's metrics, ROC, likelihood histograms,
+learning curves; regression metrics for regression targets.
+
+``evaluate_scores`` works on any scores (a predictions file, another model's output);
+``evaluate_model`` predicts a voxel model on a CrystalTable first. Both write JSON, the figures
+and a self-contained HTML page when given an output folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cosynth.evaluate.metrics import binary_metrics
+
+
+def regression_metrics(y_true, y_pred) -> dict:
+    """MAE, RMSE and R² over rows where both values are finite."""
+    y, p = np.asarray(y_true, float), np.asarray(y_pred, float)
+    keep = np.isfinite(y) & np.isfinite(p)
+    y, p = y[keep], p[keep]
+    if len(y) == 0:
+        return {"n": 0, "mae": None, "rmse": None, "r2": None}
+    resid = p - y
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    return {"n": int(len(y)), "mae": float(np.abs(resid).mean()), "rmse": float(np.sqrt((resid ** 2).mean())),
+            "r2": float(1 - (resid ** 2).sum() / ss_tot) if ss_tot > 0 else None}
+
+
+def roc_points(y, p, max_points: int = 200) -> dict:
+    """The ROC curve (thinned to at most ``max_points`` for JSON)."""
+    from sklearn.metrics import roc_curve
+
+    y, p = np.asarray(y).astype(int), np.asarray(p, float)
+    keep = np.isfinite(p)
+    if len(set(y[keep].tolist())) < 2:
+        return {"fpr": [], "tpr": [], "thresholds": []}
+    fpr, tpr, thr = roc_curve(y[keep], p[keep])
+    if len(fpr) > max_points:
+        idx = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        fpr, tpr, thr = fpr[idx], tpr[idx], thr[idx]
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": np.clip(thr, 0, 1).tolist()}
+
+
+def is_binary(values) -> bool:
+    v = pd.Series(values).dropna()
+    return len(v) > 0 and set(np.unique(v.astype(float))) <= {0.0, 1.0}
+
+
+def evaluate_scores(y_true, scores, *, threshold: float = 0.5, task: str | None = None) -> dict:
+    """Metrics of ``scores`` against ``y_true``: classification (binary labels, scores in [0, 1])
+    or regression; ``task`` forces one."""
+    task = task or ("classification" if is_binary(y_true) else "regression")
+    y = np.asarray(pd.to_numeric(pd.Series(y_true), errors="coerce"), float)
+    p = np.asarray(scores, float)
+    keep = np.isfinite(y)
+    if task == "regression":
+        return {"task": task, "metrics": regression_metrics(y[keep], p[keep])}
+    y, p = y[keep].astype(int), p[keep]
+    scored = np.isfinite(p)
+    hist_edges = np.linspace(0, 1, 26)
+    return {"task": task, "metrics": binary_metrics(y, p, threshold), "roc": roc_points(y, p),
+            "unscored": int((~scored).sum()),
+            "likelihood_histogram": {"edges": hist_edges.tolist(),
+                                     "positive": np.histogram(p[scored & (y == 1)], hist_edges)[0].tolist(),
+                                     "negative": np.histogram(p[scored & (y == 0)], hist_edges)[0].tolist()},
+            "mean_likelihood": {"positive": float(np.nanmean(p[y == 1])) if (y == 1).any() else None,
+                                "negative": float(np.nanmean(p[y == 0])) if (y == 0).any() else None}}
+
+
+def predict_table(model, table, *, ensemble: int = 20, seed: int = 0, threshold: float = 0.5,
+                  sampler: str | None = None, structures=None, workers: int = 1, progress: bool = False) -> pd.DataFrame:
+    """Voxel-model predictions for every row of a CrystalTable, aligned with its rows.
+
+    ``structures`` replaces the table's own (e.g. compressed copies); rows without a structure
+    get status "error" and a message, and the rest is predicted.
+    """
+    from cosynth.predict import predict
+
+    structures = list(table.structures() if structures is None else structures)
+    ids = table.frame["id"].astype(str).tolist()
+    inputs = []
+    for rid, s in zip(ids, structures):
+        if s is not None:
+            s = s.copy()
+            s.properties = {**(s.properties or {}), "id": rid}
+            inputs.append(s)
+    result = predict(inputs, model, ensemble=ensemble, seed=seed, sampler=sampler, threshold=threshold,
+                     workers=workers, progress=progress)
+    pred = result.crystals.set_index("id")
+    out = pd.DataFrame({"id": ids})
+    for col in ("likelihood", "std", "consistent", "status", "error"):
+        out[col] = out["id"].map(pred[col]) if col in pred.columns else None
+    missing = out["status"].isna()
+    out.loc[missing, "status"] = "error"
+    out.loc[missing, "error"] = "no structure in this row"
+    return out
+
+
+def evaluate_model(model, table, label: str, *, ensemble: int = 20, seed: int = 0, threshold: float = 0.5,
+                   sampler: str | None = None, run_dir=None, out_dir=None, workers: int = 1,
+                   title: str | None = None, progress: bool = False) -> dict:
+    """Predict ``model`` on a labelled CrystalTable (or path) and evaluate it."""
+    from cosynth.data.table import CrystalTable, read_table
+    from cosynth.models.store import load_model
+
+    if not isinstance(table, CrystalTable):
+        table = read_table(table)
+    if label not in table.frame.columns:
+        raise ValueError(f"no label column {label!r}; columns: {', '.join(map(str, table.frame.columns))}")
+    net, meta = (model, {"path": "<in-memory>"}) if not isinstance(model, (str, Path)) else load_model(model)
+    pred = predict_table(net, table, ensemble=ensemble, seed=seed, threshold=threshold, sampler=sampler,
+                         workers=workers, progress=progress)
+    pred[label] = table.frame[label].to_numpy()
+    result = evaluate_scores(pred[label], pred["likelihood"], threshold=threshold, task="classification")
+    result.update(model=str(meta.get("path")), ensemble=ensemble, seed=seed, rows=int(len(pred)),
+                  errors=int((pred["status"] == "error").sum()))
+    history = _history(run_dir, meta)
+    if out_dir is not None:
+        write_evaluation(result, pred, label, out_dir, history=history, title=title)
+    return result
+
+
+def _history(run_dir, meta) -> pd.DataFrame | None:
+    if run_dir is not None and (Path(run_dir) / "history.csv").exists():
+        return pd.read_csv(Path(run_dir) / "history.csv")
+    return None
+
+
+def write_evaluation(result: dict, predictions: pd.DataFrame, label: str, out_dir, *, history=None,
+                     score_column: str = "likelihood", title: str | None = None) -> None:
+    from cosynth.report import figures
+    from cosynth.report.html import HtmlReport, write_json
+
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    write_json(out / "evaluate.json", result)
+    from cosynth.predict import write_table
+
+    write_table(predictions, out / "predictions.csv")
+    page = HtmlReport(title or "Evaluation")
+    m = result["metrics"]
+    page.table(pd.DataFrame([{k: v for k, v in m.items() if not isinstance(v, dict)}]))
+    if result["task"] == "classification":
+        c = m["confusion"]
+        page.heading("Confusion matrix")
+        page.table(pd.DataFrame({"": ["actual positive", "actual negative"], "predicted positive": [c["tp"], c["fp"]],
+                                 "predicted negative": [c["fn"], c["tn"]]}))
+        if result.get("errors"):
+            page.paragraph(f"{result['errors']} rows could not be predicted (see predictions.csv, column error).")
+        y, p = predictions[label].to_numpy(), predictions[score_column].to_numpy(float)
+        keep = np.isfinite(p) & pd.notna(predictions[label]).to_numpy()
+        if m.get("roc_auc") is not None:
+            fig = figures.roc_figure({"model": (result["roc"]["fpr"], result["roc"]["tpr"], m["roc_auc"])})
+            fig.savefig(out / "figures" / "roc.png", dpi=110, bbox_inches="tight")
+            page.heading("ROC curve").figure(fig, "ROC on this table")
+        fig = figures.likelihood_histogram(p[keep], y[keep].astype(int), m["threshold"])
+        fig.savefig(out / "figures" / "likelihood_histogram.png", dpi=110, bbox_inches="tight")
+        page.heading("Likelihood per class (paper Fig. 3c–f)").figure(fig, "predicted likelihoods by true class")
+    if history is not None and len(history):
+        fig = figures.learning_curves(history)
+        fig.savefig(out / "figures" / "learning_curves.png", dpi=110, bbox_inches="tight")
+        page.heading("Learning curves (paper Fig. 3a–b)").figure(fig, "per-epoch loss and accuracy")
+    page.json_block(result)
+    page.write(out / "evaluate.html")
