@@ -43,9 +43,10 @@ def _formulas(values: Optional[List[str]], file: Optional[Path]) -> Optional[lis
     return out or None
 
 
-def _report(table, out: Optional[Path], what: str) -> None:
+def _report(table, out: Optional[Path], what: str, left_out: bool = False) -> None:
     n_struct = int(table.has_structure().sum()) if len(table) else 0
-    typer.echo(f"{what}: {len(table)} rows ({n_struct} with structure), {len(table.errors)} refused"
+    refused = f"{len(table.errors)} rows/candidates left out" if left_out else f"{len(table.errors)} refused"
+    typer.echo(f"{what}: {len(table)} rows ({n_struct} with structure), {refused}"
                + (f" → {out}" if out else ""), err=True)
     if len(table.errors):
         top = table.errors["error"].str.slice(0, 100).value_counts().head(5)
@@ -126,7 +127,7 @@ def build_single_source_cmd(
                                     group_by_formula=group_by_formula)
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
-    _report(table, out, "single-source")
+    _report(table, out, "single-source", left_out=True)
     _show_card(out)
 
 
@@ -155,7 +156,7 @@ def build_mixed_source_cmd(
                                    packing_fraction=packing_fraction)
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
-    _report(table, out, "mixed-source")
+    _report(table, out, "mixed-source", left_out=True)
     _show_card(out)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cosynth.data.cards import counts, descriptor_frame, descriptor_summary, paired_density_comparison, write_card
+from cosynth.data.cards import card_paths, counts, descriptor_frame, descriptor_summary, paired_density_comparison, write_card
 from cosynth.data.generate import GeneratorConfig, covalent_volume, generate_negatives
 from cosynth.data.loaders import MP_TABLE, default_data_root, mp_labelled
 from cosynth.data.splits import assign_splits
@@ -103,6 +103,12 @@ def _finish(table: CrystalTable, out, card: dict, descriptors: pd.DataFrame | No
     if out is not None:
         table.write(out)
         card["table"] = Path(out).name
+        if len(table.errors):
+            md, _ = card_paths(out)
+            errors_path = md.with_name(md.name.replace(".card.md", ".errors.csv"))
+            table.errors.to_csv(errors_path, index=False)
+            card.setdefault("notes", []).append(
+                f"{len(table.errors)} rows/candidates left out, each with its reason, in {errors_path.name}")
         write_card(card, out)
     return table
 
@@ -219,7 +225,8 @@ def build_mixed_source(data_root=None, out=None, *, n_formulas: int = 108, formu
     known: dict[str, list] = {}
     for rid, f, s in zip(positives.frame["id"], positives.frame["formula"], pos_structs):
         known.setdefault(f, []).append((rid, s))
-    ref_vpa = {f: float(np.median([s.volume / len(s) for _, s in items])) for f, items in known.items()}
+    # reference volume: the one at which a crystal of the formula has its positives' median density
+    ref_vpa = {f: float(1.0 / np.median([len(s) / s.volume for _, s in items])) for f, items in known.items()}
 
     gen_options = {"volume": volume, "seed": seed, "max_prototypes": max_prototypes}
     if packing_fraction is not None:
@@ -256,7 +263,7 @@ def build_mixed_source(data_root=None, out=None, *, n_formulas: int = 108, formu
         dc.update(_rescaled_comparison(built, ref_vpa, config))
         dc["note"] = ("Rows other than 'this table' rescale the same generated negatives by each rule "
                       "(covalent: covalent-radius spheres at packing fraction "
-                      f"{config.packing_fraction:g}; reference: median volume per atom of the formula's positives; "
+                      f"{config.packing_fraction:g}; reference: volume per atom at the median density of the formula's positives; "
                       "unchanged: prototype cell) and compare with the same positives. Ratio = median negative / "
                       "median positive density per formula.")
     formulas_with_neg = sorted(set(built.frame.loc[built.frame["label"] == 0, "formula"]))
@@ -281,7 +288,7 @@ def build_mixed_source(data_root=None, out=None, *, n_formulas: int = 108, formu
                     f"{len(neg_frame)} (available {len(gen_ok)})"],
         "target_formulas": list(known),
         "formulas_with_negatives": len(formulas_with_neg),
-        "generator": {**config.__dict__, "reference_volumes": "median volume/atom of the formula's positives"},
+        "generator": {**config.__dict__, "reference_volumes": "volume/atom giving the median density of the formula's positives"},
         "split": {"fractions": list(fractions), "group_by_formula": group_by_formula, "stratified_by": "label"},
         "density_comparison": dc,
         "notes": ["Generated structures are unrelaxed, like CSPD's; positives are DFT-relaxed MP structures.",

@@ -82,6 +82,7 @@ def paired_density_comparison(formulas, labels, density) -> dict:
     neg, pos = both.loc[both["label"] == 0, "density"], both.loc[both["label"] == 1, "density"]
     # rounded: CIF text keeps 8 decimals, so "equal" densities differ by ~1e-8 relative
     log_ratio = np.round(np.log(ratio.to_numpy()), 6)
+    # all ratios exactly 1 (e.g. reference scaling): no difference to test, p stays None
     wil = wilcoxon(log_ratio) if len(ratio) >= 2 and np.any(log_ratio != 0) else None
     mwu = mannwhitneyu(neg, pos, alternative="two-sided") if len(neg) and len(pos) else None
     return {
