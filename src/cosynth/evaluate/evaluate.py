@@ -92,7 +92,9 @@ def predict_table(model, table, *, ensemble: int = 20, seed: int = 0, threshold:
     pred = result.crystals.set_index("id")
     out = pd.DataFrame({"id": ids})
     for col in ("likelihood", "std", "consistent", "status", "error"):
-        out[col] = out["id"].map(pred[col]) if col in pred.columns else None
+        out[col] = out["id"].map(pred[col])
+    for col in ("status", "error"):
+        out[col] = out[col].astype(object)
     missing = out["status"].isna()
     out.loc[missing, "status"] = "error"
     out.loc[missing, "error"] = "no structure in this row"
