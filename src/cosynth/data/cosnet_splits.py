@@ -1,0 +1,153 @@
+"""The COSNet paper's data splits, joined to the structures available offline.
+
+``load_cosnet_split(root, dataset)`` returns ``{"train", "val", "test"}`` frames with columns
+``id``, ``formula``, ``cif`` (CIF text or None), ``target`` and the provenance of the structure
+(``structure_ref`` as written in the split file, ``structure_status``: ``ok`` — CIF found,
+``missing`` — the split names a structure that is not available offline (ICSD codes; MP ids
+outside ``mp_synth_structures``), ``none`` — composition-only row).
+
+Band gap / refractive index / dielectric constant use the paper's own files. The Li-conductivity
+table has no split in the repository; we draw a composition-disjoint 60/20/20 split with a fixed
+seed (the band-gap files are 60/20/20 and composition-disjoint too).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DATASETS = ("band_gap", "refractive_index", "rdielectric_constant", "li_conductivity")
+SPLITS = ("train", "val", "test")
+MP_FILE = "mp_synth_structures/mp_structures_labelled.csv.gz"
+LI_SPLIT_SEED = 0
+NONNEGATIVE = {"band_gap": True, "refractive_index": True, "rdielectric_constant": True, "li_conductivity": False}
+UNITS = {"band_gap": "eV", "refractive_index": "", "rdielectric_constant": "", "li_conductivity": "log10 S/cm"}
+
+
+def _data_root(root) -> Path:
+    """Accept the shared ``data`` folder or its ``cosnet_splits`` subfolder."""
+    root = Path(root)
+    if (root / "cosnet_splits").is_dir():
+        return root
+    if root.name == "cosnet_splits" and root.is_dir():
+        return root.parent
+    raise FileNotFoundError(f"no cosnet_splits folder in {root}")
+
+
+def _read(path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+@lru_cache(maxsize=2)
+def mp_cifs(data_root: str) -> dict[str, str]:
+    """{MP id: CIF text} of ``mp_synth_structures``."""
+    df = _read(Path(data_root) / MP_FILE)
+    return dict(zip(df["material_id"], df["cif"]))
+
+
+def mp_id_of(ref) -> str | None:
+    """MP/mvc id in a split's structure reference (``mp-1.cif``, ``SnO2_mp-856.cif``); None for ICSD codes."""
+    if not isinstance(ref, str):
+        return None
+    m = re.search(r"((?:mp|mvc)-\d+)", ref)
+    return m.group(1) if m else None
+
+
+def load_cosnet_split(root, dataset: str) -> dict[str, pd.DataFrame]:
+    """Train/val/test frames of one COSNet dataset (see the module docstring for columns)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown COSNet dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    data = _data_root(root)
+    if dataset == "li_conductivity":
+        return _li_conductivity(data)
+    cifs = mp_cifs(str(data))
+    out = {}
+    for split in SPLITS:
+        raw = _read(data / "cosnet_splits" / dataset / f"{split}.csv")
+        refs = [r if isinstance(r, str) and r.strip() else None for r in raw["mp-id"]]
+        cif, status = [], []
+        for ref in refs:
+            mp = mp_id_of(ref)
+            text = cifs.get(mp) if mp else None
+            cif.append(text)
+            status.append("none" if ref is None else ("ok" if text is not None else "missing"))
+        frame = pd.DataFrame({
+            "id": [f"{dataset}-{i}" for i in raw["Unnamed: 0"]],
+            "formula": raw["composition"].astype(str),
+            "cif": cif,
+            "target": pd.to_numeric(raw["target"], errors="coerce"),
+            "structure_ref": refs,
+            "structure_status": status,
+        })
+        if "space_group" in raw:
+            frame["space_group"] = raw["space_group"]
+        out[split] = frame
+    return out
+
+
+def _li_conductivity(data: Path) -> dict[str, pd.DataFrame]:
+    from sklearn.model_selection import GroupShuffleSplit
+
+    folder = data / "cosnet_splits" / "li_conductivity"
+    raw = pd.read_csv(folder / "Conductivity-database.csv", keep_default_na=False, na_values=[""],
+                      encoding="utf-8-sig")
+    refs = [r if isinstance(r, str) and r.strip() else None for r in raw["structure files"]]
+    cif, status = [], []
+    for ref in refs:
+        path = folder / "Structures_Cifs" / str(ref)
+        if ref is None:
+            cif.append(None), status.append("none")
+        elif path.is_file():
+            cif.append(path.read_text(errors="replace")), status.append("ok")
+        else:
+            cif.append(None), status.append("missing")
+    frame = pd.DataFrame({
+        "id": [f"li_conductivity-{i}" for i in range(len(raw))],
+        "formula": raw["composition"].astype(str),
+        "cif": cif,
+        "target": pd.to_numeric(raw["log_target"], errors="coerce"),
+        "structure_ref": refs,
+        "structure_status": status,
+        "temperature": pd.to_numeric(raw["temperature"], errors="coerce"),
+    })
+    # composition-disjoint: the same formula never sits in two splits
+    groups = frame["formula"].str.replace(r"\s+", "", regex=True).to_numpy()
+    idx = np.arange(len(frame))
+    outer = GroupShuffleSplit(n_splits=1, train_size=0.6, random_state=LI_SPLIT_SEED)
+    train, rest = next(outer.split(idx, groups=groups))
+    inner = GroupShuffleSplit(n_splits=1, train_size=0.5, random_state=LI_SPLIT_SEED)
+    val, test = next(inner.split(rest, groups=groups[rest]))
+    parts = {"train": np.sort(train), "val": np.sort(rest[val]), "test": np.sort(rest[test])}
+    return {k: frame.iloc[v].reset_index(drop=True) for k, v in parts.items()}
+
+
+def load_mp_property(root, target: str = "formation_energy_per_atom", source: str | None = "matminer_flla_2015",
+                     seed: int = 0, max_rows: int | None = None) -> dict[str, pd.DataFrame]:
+    """An MP property with a structure on every row (``mp_synth_structures``), split 60/20/20.
+
+    Used for the test-MAE-versus-structure-fraction study. ``source`` keeps one MP era so that
+    targets are mutually consistent (the default is the Faber 2015 formation energies).
+    """
+    df = _read(_data_root(root) / MP_FILE)
+    df = df[df[target].notna()]
+    if source is not None:
+        df = df[df["structure_source"] == source]
+    df = df.sort_values("material_id").reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(df))
+    if max_rows is not None:
+        order = order[:max_rows]
+    n = len(order)
+    cuts = [int(0.6 * n), int(0.8 * n)]
+    parts = {"train": order[:cuts[0]], "val": order[cuts[0]:cuts[1]], "test": order[cuts[1]:]}
+    out = {}
+    for k, idx in parts.items():
+        sub = df.iloc[np.sort(idx)]
+        out[k] = pd.DataFrame({"id": sub["material_id"].to_numpy(), "formula": sub["reduced_formula"].astype(str).to_numpy(),
+                               "cif": sub["cif"].to_numpy(), "target": sub[target].astype(float).to_numpy(),
+                               "structure_ref": sub["material_id"].to_numpy(), "structure_status": "ok"})
+    return out

@@ -1,0 +1,166 @@
+"""Rows of (composition, optional structure, target) → batches for Roost, de-CGCNN and COSNet.
+
+``featurize`` turns a frame with ``id``, ``formula``, ``cif`` and ``target`` into
+``BimodalRows`` (a composition graph per row, a crystal graph or None, a presence flag) and a
+per-row problems table: rows with an unparsable formula or a missing target are skipped; a row
+whose CIF cannot be read keeps its composition and loses its structure. Modes and the
+modal-availability augmentation act on ``BimodalRows`` so that every model shares one pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cosynth.represent.composition import DEFAULT_EMBEDDING, CompositionBatch, composition_graph
+from cosynth.represent.graph import GraphBatch, GraphCache
+
+MODES = ("composition", "bimodal", "bimodal_aug")
+
+
+@dataclass
+class BimodalRows:
+    ids: list
+    formulas: list
+    comp: list  # CompositionGraph per row
+    graphs: list  # CrystalGraph or None per row
+    target: np.ndarray  # float32 (n,) or (n, k)
+    has_structure: np.ndarray  # bool: a usable structure exists in the data
+    present: np.ndarray  # bool: the model sees the structure (p_s)
+    augmented: np.ndarray = field(default=None)  # bool: structure-less copy made by augmentation
+
+    def __post_init__(self):
+        if self.augmented is None:
+            self.augmented = np.zeros(len(self.ids), dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, idx) -> "BimodalRows":
+        idx = np.asarray(idx, dtype=np.int64)
+        return BimodalRows([self.ids[i] for i in idx], [self.formulas[i] for i in idx], [self.comp[i] for i in idx],
+                           [self.graphs[i] for i in idx], self.target[idx], self.has_structure[idx],
+                           self.present[idx], self.augmented[idx])
+
+    @property
+    def volume_per_atom(self) -> np.ndarray:
+        return np.array([g.volume_per_atom if g is not None else np.nan for g in self.graphs])
+
+    def composition_keys(self) -> list[tuple]:
+        """Normalised composition of each row (element, rounded fraction), order-free."""
+        return [tuple(zip(c.symbols, np.round(c.fractions, 6).tolist())) for c in self.comp]
+
+
+def featurize(frame: pd.DataFrame, *, embedding: str = DEFAULT_EMBEDDING, cache: GraphCache | None = None,
+              split: str = "", progress: bool = False) -> tuple[BimodalRows, pd.DataFrame]:
+    """(rows, problems) of a frame with ``id``, ``formula``, ``cif`` (text or None), ``target``."""
+    cache = cache or GraphCache()
+    problems = []
+    keep, comps = [], []
+    for i, (rid, formula, y) in enumerate(zip(frame["id"], frame["formula"], frame["target"])):
+        y_arr = np.atleast_1d(np.asarray(y, dtype=np.float64))
+        if not np.all(np.isfinite(y_arr)):
+            problems.append({"id": rid, "split": split, "action": "skipped", "error": f"target {y!r} is not a finite number"})
+            continue
+        try:
+            comps.append(composition_graph(formula, embedding))
+        except ValueError as err:
+            problems.append({"id": rid, "split": split, "action": "skipped", "error": str(err)})
+            continue
+        keep.append(i)
+    sub = frame.iloc[keep]
+    cifs = [c if isinstance(c, str) and c.strip() else None for c in sub["cif"]] if "cif" in sub else [None] * len(sub)
+    with_cif = [j for j, c in enumerate(cifs) if c is not None]
+    built, errors = cache.get_many([cifs[j] for j in with_cif], progress=progress)
+    graphs = [None] * len(sub)
+    for k, j in enumerate(with_cif):
+        graphs[j] = built[k]
+        if k in errors:
+            problems.append({"id": sub["id"].iloc[j], "split": split, "action": "structure ignored", "error": errors[k]})
+    has = np.array([g is not None for g in graphs], dtype=bool)
+    target = np.asarray(sub["target"].tolist(), dtype=np.float32)
+    rows = BimodalRows(list(sub["id"]), list(sub["formula"]), comps, graphs, target, has, has.copy())
+    return rows, pd.DataFrame(problems, columns=["id", "split", "action", "error"])
+
+
+def apply_mode(rows: BimodalRows, mode: str, *, train: bool) -> BimodalRows:
+    """Composition-only hides every structure; ``bimodal_aug`` augments the training split only."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "composition":
+        return replace(rows, present=np.zeros(len(rows), dtype=bool))
+    if mode == "bimodal_aug" and train:
+        return augment(rows)
+    return rows
+
+
+def augment(rows: BimodalRows) -> BimodalRows:
+    """Modal-availability augmentation: for each composition with exactly one structure among
+    these rows, append a copy of that row without its structure (p_s = 0)."""
+    keys = rows.composition_keys()
+    counts: dict = {}
+    for key, p in zip(keys, rows.present):
+        if p:
+            counts[key] = counts.get(key, 0) + 1
+    extra = [i for i, (key, p) in enumerate(zip(keys, rows.present)) if p and counts[key] == 1]
+    if not extra:
+        return rows
+    copies = rows.subset(extra)
+    copies = replace(copies, present=np.zeros(len(extra), dtype=bool), augmented=np.ones(len(extra), dtype=bool))
+    return concat_rows([rows, copies])
+
+
+def concat_rows(parts: list[BimodalRows]) -> BimodalRows:
+    return BimodalRows(sum((p.ids for p in parts), []), sum((p.formulas for p in parts), []),
+                       sum((p.comp for p in parts), []), sum((p.graphs for p in parts), []),
+                       np.concatenate([p.target for p in parts]), np.concatenate([p.has_structure for p in parts]),
+                       np.concatenate([p.present for p in parts]), np.concatenate([p.augmented for p in parts]))
+
+
+def keep_structure_fraction(rows: BimodalRows, fraction: float, seed: int) -> BimodalRows:
+    """Hide the structure of all but ``fraction`` of the rows that have one (chosen by seed)."""
+    idx = np.flatnonzero(rows.present)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 31]))
+    n_keep = int(round(fraction * len(idx)))
+    kept = np.zeros(len(rows), dtype=bool)
+    kept[rng.permutation(idx)[:n_keep]] = True
+    return replace(rows, present=rows.present & kept, has_structure=rows.has_structure & kept,
+                   graphs=[g if k else None for g, k in zip(rows.graphs, kept)])
+
+
+@dataclass
+class BimodalBatch:
+    comp: CompositionBatch
+    graphs: GraphBatch | None  # graphs of the rows listed in graph_rows
+    graph_rows: torch.Tensor  # (n_graphs,) row of each graph
+    present: torch.Tensor  # (n,) p_s
+    target: torch.Tensor
+    n: int
+
+
+class BimodalDataset(torch.utils.data.Dataset):
+    """Index dataset; ``collate`` builds a whole batch at once (cheap, no per-item tensors)."""
+
+    def __init__(self, rows: BimodalRows, scale: float = 1.0, graphs_when_absent: bool = False):
+        self.rows, self.scale = rows, float(scale)
+        self.graphs_when_absent = graphs_when_absent
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+    def collate(self, idx: list[int]) -> BimodalBatch:
+        r = self.rows
+        comp = CompositionBatch.collate([r.comp[i] for i in idx])
+        use = [j for j, i in enumerate(idx) if r.graphs[i] is not None and (r.present[i] or self.graphs_when_absent)]
+        graphs = GraphBatch.collate([r.graphs[idx[j]] for j in use]) if use else None
+        y = torch.from_numpy(r.target[idx] / self.scale)
+        if y.dim() == 1:
+            y = y.unsqueeze(1)
+        return BimodalBatch(comp, graphs, torch.tensor(use, dtype=torch.int64),
+                            torch.from_numpy(r.present[idx].astype(np.float32)), y, len(idx))

@@ -1,0 +1,424 @@
+"""Training Roost, de-CGCNN and COSNet on Lightning with the COSNet reference defaults.
+
+Targets are divided by the training standard deviation (no centring, so a non-negative target
+stays non-negative for the optional ReLU output); MSE loss, Adamax (lr 1e-2, weight decay 1e-1),
+exponential decay 0.96 per epoch, batch 128, and the epoch with the lowest validation MAE is
+kept. Binary targets use BCE on logits and keep the epoch with the lowest validation loss.
+
+A run directory holds ``config.json``, ``problems.csv`` (rows skipped or whose structure was
+ignored), ``history.csv``, ``checkpoints/{best,last}.ckpt``, ``model.pt`` (self-describing: the
+file alone rebuilds the model), ``predictions.csv`` (validation and test rows),
+``representations.npz`` (C and volume per atom) and ``metrics.json``. Everything random is keyed on
+the seed (initialisation) and on (seed, epoch) (shuffling), so re-running a killed run resumes
+from ``last.ckpt`` and ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from cosynth.models.cosnet.data import (MODES, BimodalDataset, BimodalRows, apply_mode, featurize,
+                                        keep_structure_fraction)
+from cosynth.represent.composition import DEFAULT_EMBEDDING
+from cosynth.represent.graph import GraphCache
+
+FAMILIES = ("roost", "cgcnn", "cosnet")
+TASKS = ("regression", "classification")
+MODEL_FORMAT = "cosynth-model/1"
+
+
+@dataclass
+class FitConfig:
+    model: str = "cosnet"  # roost | cgcnn | cosnet
+    mode: str = "bimodal_aug"  # composition | bimodal | bimodal_aug (COSNet only)
+    task: str = "regression"  # regression | classification (0/1 target)
+    epochs: int = 200
+    lr: float = 1e-2
+    weight_decay: float = 1e-1
+    lr_decay: float = 0.96
+    batch_size: int = 128
+    seed: int = 0
+    embedding: str = DEFAULT_EMBEDDING
+    concat: bool = False
+    scalar_weight: bool = True
+    nonneg: bool | None = None  # None: ReLU output when every training target is ≥ 0 (regression)
+    structure_fraction: float = 1.0  # share of training rows with a structure that keep it
+    max_minutes: float | None = None
+    threads: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.model not in FAMILIES:
+            raise ValueError(f"model must be one of {', '.join(FAMILIES)}, not {self.model!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
+        if not 0.0 <= self.structure_fraction <= 1.0:
+            raise ValueError("structure_fraction must be within [0, 1]")
+
+
+# ---- model construction and self-describing files ---------------------------------------------
+def build_model(family: str, params: dict) -> torch.nn.Module:
+    from cosynth.models.cgcnn.model import CGCNN
+    from cosynth.models.cosnet.model import COSNet
+    from cosynth.models.roost.model import Roost
+
+    return {"roost": Roost, "cgcnn": CGCNN, "cosnet": COSNet}[family](**params)
+
+
+def model_params(config: FitConfig, nonneg: bool) -> dict:
+    p = {"embedding": config.embedding, "nonneg": nonneg}
+    if config.model == "cosnet":
+        p.update(concat=config.concat, scalar_weight=config.scalar_weight)
+    return p
+
+
+def save_bimodal_model(model, path, *, family: str, scale: float, task: str, provenance: dict,
+                       metrics: dict | None = None) -> Path:
+    """Write the model with its family, constructor parameters and target scale (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": MODEL_FORMAT, "family": family, "config": model.config, "target_scale": float(scale),
+               "task": task, "provenance": provenance, "metrics": metrics or {},
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_bimodal_model(path) -> tuple[torch.nn.Module, dict]:
+    """(model in eval mode, metadata) from a file written by ``save_bimodal_model``."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != MODEL_FORMAT or payload.get("family") not in FAMILIES:
+        raise ValueError(f"{path} is not a cosynth Roost/CGCNN/COSNet model file")
+    model = build_model(payload["family"], payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), {k: v for k, v in payload.items() if k != "state_dict"}
+
+
+# ---- data ---------------------------------------------------------------------------------------
+def prepare(splits: dict[str, pd.DataFrame], config: FitConfig, cache: GraphCache | None = None,
+            progress: bool = False) -> tuple[dict[str, BimodalRows], dict[str, BimodalRows], pd.DataFrame]:
+    """(rows as in the data, rows as the model sees them, problems) for train/val/test."""
+    cache = cache or GraphCache()
+    raw, seen, problems = {}, {}, []
+    for name in ("train", "val", "test"):
+        frame = splits[name]
+        if config.model == "roost":
+            frame = frame.assign(cif=None)
+        rows, prob = featurize(frame, embedding=config.embedding, cache=cache, split=name, progress=progress)
+        problems.append(prob)
+        if config.model == "cgcnn":
+            lacking = np.flatnonzero(~rows.has_structure)
+            if len(lacking):
+                problems.append(pd.DataFrame({"id": [rows.ids[i] for i in lacking], "split": name,
+                                              "action": "skipped", "error": "no usable structure (CGCNN needs one)"}))
+            rows = rows.subset(np.flatnonzero(rows.has_structure))
+        if config.task == "classification":
+            bad = ~np.isin(rows.target, (0.0, 1.0))
+            if bad.any():
+                problems.append(pd.DataFrame({"id": [rows.ids[i] for i in np.flatnonzero(bad)], "split": name,
+                                              "action": "skipped", "error": "classification target is not 0 or 1"}))
+                rows = rows.subset(np.flatnonzero(~bad))
+        if len(rows) == 0:
+            raise ValueError(f"no usable rows in the {name} split")
+        raw[name] = rows
+        view = rows
+        if name == "train" and config.structure_fraction < 1.0:
+            view = keep_structure_fraction(view, config.structure_fraction, config.seed)
+        if config.model == "cosnet":
+            view = apply_mode(view, config.mode, train=name == "train")
+        elif config.model == "roost":
+            view = apply_mode(view, "composition", train=False)
+        seen[name] = view
+    problems = pd.concat(problems, ignore_index=True) if problems else pd.DataFrame()
+    return raw, seen, problems
+
+
+class EpochShuffle(Sampler):
+    """A permutation that depends only on (seed, epoch), so a resumed run sees the same order."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def __iter__(self):
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, 11]))
+        return iter(rng.permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _loader(ds: BimodalDataset, batch_size: int, sampler=None) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=ds.collate)
+
+
+# ---- Lightning ----------------------------------------------------------------------------------
+def _lightning():
+    import lightning as L
+
+    class BimodalModule(L.LightningModule):
+        def __init__(self, family: str, params: dict, scale: float = 1.0, task: str = "regression",
+                     lr: float = 1e-2, weight_decay: float = 1e-1, lr_decay: float = 0.96):
+            super().__init__()
+            self.save_hyperparameters()
+            self.model = build_model(family, params)
+
+        def _step(self, batch, stage: str):
+            out = self.model(batch)
+            y = batch.target
+            if self.hparams.task == "classification":
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(out, y)
+                metric = ((out > 0).float() == y).float().mean()
+                self.log(f"{stage}_acc", metric, on_step=False, on_epoch=True, batch_size=batch.n)
+            else:
+                loss = torch.nn.functional.mse_loss(out, y)
+                mae = (out - y).abs().mean() * self.hparams.scale
+                self.log(f"{stage}_mae", mae, on_step=False, on_epoch=True, batch_size=batch.n)
+            self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=batch.n)
+            return loss
+
+        def training_step(self, batch, _):
+            return self._step(batch, "train")
+
+        def validation_step(self, batch, _):
+            self._step(batch, "val")
+
+        def transfer_batch_to_device(self, batch, device, dataloader_idx):
+            return batch  # CPU training; batches are plain dataclasses
+
+        def configure_optimizers(self):
+            opt = torch.optim.Adamax(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+            sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.hparams.lr_decay)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    class EpochState(L.Callback):
+        """Tells the sampler the epoch; writes history.csv; prints one line per epoch."""
+
+        def __init__(self, sampler, history: Path, verbose: bool):
+            self.sampler, self.history, self.verbose = sampler, history, verbose
+            self.t0 = time.perf_counter()
+
+        def on_train_epoch_start(self, trainer, module):
+            self.sampler.epoch = trainer.current_epoch
+            self.t0 = time.perf_counter()
+            if self.history.exists():  # resumed or restarted: drop epochs that will be redone
+                hist = pd.read_csv(self.history)
+                _atomic_csv(hist[hist.epoch < trainer.current_epoch], self.history)
+
+        def on_validation_epoch_end(self, trainer, module):
+            if trainer.sanity_checking:
+                return
+            m = trainer.callback_metrics
+            row = {"epoch": trainer.current_epoch, **{k: float(v) for k, v in m.items()
+                                                     if k.startswith(("train_", "val_"))},
+                   "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                   "seconds": round(time.perf_counter() - self.t0, 2)}
+            hist = pd.read_csv(self.history) if self.history.exists() else pd.DataFrame()
+            hist = hist[hist.epoch != row["epoch"]] if len(hist) else hist
+            _atomic_csv(pd.concat([hist, pd.DataFrame([row])], ignore_index=True), self.history)
+            if self.verbose:
+                shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr"))
+                print(f"[{self.history.parent.name}] epoch {row['epoch']} {shown} ({row['seconds']}s)", flush=True)
+
+    return L, BimodalModule, EpochState
+
+
+def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _atomic_json(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: bool = True,
+        cache: GraphCache | None = None, progress: bool = False, verbose: bool = False) -> dict:
+    """Train one model on ``splits`` (frames with id, formula, cif, target[, structure_status]).
+
+    Returns the test metrics; a finished run (``metrics.json`` present, same config) is not
+    redone. See the module docstring for the files written to ``run_dir``.
+    """
+    config.check()
+    run_dir = Path(run_dir)
+    done = run_dir / "metrics.json"
+    if resume and done.exists() and _same_config(run_dir, config):
+        return json.loads(done.read_text())
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.set_flush_denormal(True)  # weight decay drives weights towards denormals, which are slow on CPU
+    L, BimodalModule, EpochState = _lightning()
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    raw, seen, problems = prepare(splits, config, cache=cache, progress=progress)
+    problems.to_csv(run_dir / "problems.csv", index=False)
+    _atomic_json(asdict(config), run_dir / "config.json")
+
+    train_y = seen["train"].target
+    if config.task == "regression":
+        scale = float(np.std(raw["train"].target)) or 1.0
+        nonneg = bool(np.all(train_y >= 0)) if config.nonneg is None else bool(config.nonneg)
+    else:
+        scale, nonneg = 1.0, False
+    params = model_params(config, nonneg)
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    train_ds = BimodalDataset(seen["train"], scale)
+    val_ds = BimodalDataset(seen["val"], scale)
+    shuffle = EpochShuffle(len(train_ds), config.seed)
+    module = BimodalModule(config.model, params, scale=scale, task=config.task, lr=config.lr,
+                           weight_decay=config.weight_decay, lr_decay=config.lr_decay)
+    monitor = "val_mae" if config.task == "regression" else "val_loss"
+    best = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
+                                               mode="min", save_top_k=1, save_last=True,
+                                               enable_version_counter=False)
+    trainer = L.Trainer(max_epochs=config.epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
+                        callbacks=[best, EpochState(shuffle, run_dir / "history.csv", verbose)],
+                        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+                        max_time=None if config.max_minutes is None else {"minutes": config.max_minutes},
+                        default_root_dir=run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    t0 = time.perf_counter()
+    trainer.fit(module, _loader(train_ds, config.batch_size, shuffle), _loader(val_ds, 512),
+                ckpt_path=str(last) if resume and last.exists() else None)
+    hist = pd.read_csv(run_dir / "history.csv")
+    if len(hist) < config.epochs:  # stopped by max_minutes: resumable, not finished
+        return {"finished": False, "epochs_run": int(len(hist))}
+    return finalize(run_dir, config, splits, raw, seen, scale, time.perf_counter() - t0)
+
+
+def _same_config(run_dir: Path, config: FitConfig) -> bool:
+    path = run_dir / "config.json"
+    return path.exists() and json.loads(path.read_text()) == json.loads(json.dumps(asdict(config)))
+
+
+@torch.no_grad()
+def predict_rows(model, rows: BimodalRows, scale: float, batch_size: int = 512) -> dict[str, np.ndarray]:
+    """Predictions (original units), composition weight and C of each row (eval mode)."""
+    model.eval()
+    ds = BimodalDataset(rows, scale)
+    out, wc, C = [], [], []
+    for start in range(0, len(ds), batch_size):
+        batch = ds.collate(list(range(start, min(start + batch_size, len(ds)))))
+        if hasattr(model, "parts"):
+            parts = model.parts(batch)
+            out.append(parts["out"]), wc.append(parts["w_c"]), C.append(parts["C"])
+        else:
+            out.append(model(batch))
+            if hasattr(model.encoder, "pool"):  # Roost: its encoding is the C of COSNet
+                C.append(model.encoder(batch.comp))
+    pred = torch.cat(out).numpy()
+    res = {"prediction": pred * scale}
+    if wc:
+        w = torch.cat(wc).numpy()
+        res["w_c"] = w.mean(1)
+        res["w_c_norm"] = np.linalg.norm(w, axis=1)
+    if C:
+        res["C"] = torch.cat(C).numpy()
+    return res
+
+
+def subset_masks(frame_status: np.ndarray, has_structure: np.ndarray) -> dict[str, np.ndarray]:
+    """The row subsets the paper reports, plus what we could actually use offline."""
+    status = np.asarray(frame_status)
+    return {"all": np.ones(len(status), dtype=bool),
+            "without_structure": status == "none",
+            "with_structure": status != "none",
+            "with_structure_available": has_structure,
+            "with_structure_missing_offline": (status != "none") & ~has_structure}
+
+
+def finalize(run_dir: Path, config: FitConfig, splits, raw, seen, scale: float, seconds: float) -> dict:
+    """Best checkpoint → model.pt; predictions, representations and metrics of val/test."""
+    from sklearn.metrics import roc_auc_score
+
+    _, BimodalModule, _ = _lightning()
+    module = BimodalModule.load_from_checkpoint(run_dir / "checkpoints" / "best.ckpt", map_location="cpu")
+    model = module.model.eval()
+    hist = pd.read_csv(run_dir / "history.csv")
+    monitor = "val_mae" if config.task == "regression" else "val_loss"
+    metrics = {"best_epoch": int(hist.loc[hist[monitor].idxmin(), "epoch"]), "epochs_run": int(len(hist)),
+               "train_seconds": round(seconds, 1), "target_scale": scale,
+               "n_train_seen": len(seen["train"]), "n_train_augmented": int(seen["train"].augmented.sum()),
+               "n_train_with_structure_seen": int(seen["train"].present.sum())}
+    frames, reps = [], {}
+    for name in ("val", "test"):
+        rows = seen[name]
+        res = predict_rows(model, rows, scale)
+        status_by_id = dict(zip(splits[name]["id"], splits[name].get("structure_status",
+                                                                    pd.Series(["none"] * len(splits[name])))))
+        status = np.array([status_by_id.get(i, "none") for i in rows.ids])
+        y = rows.target.reshape(len(rows), -1)[:, 0]
+        p = res["prediction"].reshape(len(rows), -1)[:, 0]
+        frame = pd.DataFrame({"id": rows.ids, "split": name, "formula": rows.formulas, "structure_status": status,
+                              "has_structure": raw[name].has_structure if len(raw[name]) == len(rows)
+                              else rows.has_structure, "present": rows.present, "target": y})
+        if config.task == "classification":
+            frame["probability"] = 1 / (1 + np.exp(-p))
+        else:
+            frame["prediction"] = p
+        for k in ("w_c", "w_c_norm"):
+            if k in res:
+                frame[k] = res[k]
+        frames.append(frame)
+        for key, mask in subset_masks(status, frame["has_structure"].to_numpy()).items():
+            if not mask.any():
+                continue
+            if config.task == "classification":
+                prob = frame["probability"].to_numpy()[mask]
+                metrics[f"{name}_accuracy_{key}"] = float(((prob > 0.5) == (y[mask] > 0.5)).mean())
+                if len(set(y[mask].tolist())) == 2:
+                    metrics[f"{name}_auc_{key}"] = float(roc_auc_score(y[mask], prob))
+            else:
+                metrics[f"{name}_mae_{key}"] = float(np.abs(p[mask] - y[mask]).mean())
+            metrics[f"{name}_n_{key}"] = int(mask.sum())
+        if "C" in res:
+            reps[f"{name}_C"] = res["C"]
+            reps[f"{name}_vpa"] = raw[name].volume_per_atom if len(raw[name]) == len(rows) else rows.volume_per_atom
+            reps[f"{name}_ids"] = np.array(rows.ids, dtype=str)
+    if config.model != "cgcnn":
+        res = predict_rows(model, raw["train"], scale)  # the training rows as they are, no augmentation
+        if "C" in res:
+            reps["train_C"] = res["C"]
+            reps["train_vpa"] = raw["train"].volume_per_atom
+            reps["train_ids"] = np.array(raw["train"].ids, dtype=str)
+    pd.concat(frames, ignore_index=True).to_csv(run_dir / "predictions.csv", index=False)
+    if reps:
+        np.savez_compressed(run_dir / "representations.npz", **reps)
+    save_bimodal_model(model, run_dir / "model.pt", family=config.model, scale=scale, task=config.task,
+                       provenance={"trained_by": f"cosynth train {config.model}", "config": asdict(config)},
+                       metrics=metrics)
+    metrics["finished"] = True
+    _atomic_json(metrics, run_dir / "metrics.json")
+    return metrics
+
+
+def fit_seeds(splits, out_dir, config: FitConfig, seeds=(0, 1, 2, 3, 4), **kwargs) -> pd.DataFrame:
+    """``fit`` once per seed into ``out_dir/seed<k>``; finished seeds are read, not re-run."""
+    from dataclasses import replace
+
+    rows = []
+    for seed in seeds:
+        metrics = fit(splits, Path(out_dir) / f"seed{seed}", replace(config, seed=seed), **kwargs)
+        rows.append({"seed": seed, **metrics})
+    return pd.DataFrame(rows)
