@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cosynth.models._scatter import ResidualMLP, mlp
+from cosynth.models.roost.layers import ResidualMLP, mlp
 from cosynth.models.cgcnn.model import CGCNNEncoder
 from cosynth.models.roost.model import RoostEncoder
 from cosynth.represent.composition import DEFAULT_EMBEDDING

@@ -1,4 +1,4 @@
-"""Scatter helpers on torch's own ``scatter_reduce``/``index_add`` (no torch-scatter)."""
+"""Shared layers (Roost-style MLPs, batch norm) and scatter helpers on torch's own ``scatter_reduce``/``index_add`` (no torch-scatter)."""
 
 from __future__ import annotations
 
