@@ -95,3 +95,21 @@ def test_split_is_stratified_and_seeded():
     assert y[a["test"]].mean() == 0.5
     c = stratified_split(y, (60, 20, 20), 2)
     assert not np.array_equal(a["test"], c["test"])
+
+
+def test_loss_weights_change_training_and_bad_weights_are_row_errors(small_table, tmp_path):
+    from cosynth.training.voxel import load_weighted
+
+    df = small_table.copy()
+    df["w"] = np.where(df["label"] == 1, 3.0, 0.5)
+    df.loc[df.index[0], "w"] = -1.0
+    ids, _, _, w, errors = load_weighted(df, "label", weight_column="w", id_column="material_id")
+    assert df["material_id"].iloc[0] in errors and "not a finite number ≥ 0" in errors[df["material_id"].iloc[0]]
+    assert len(ids) == len(df) - 1 and set(w.tolist()) == {3.0, 0.5}
+    df.loc[df.index[0], "w"] = 1.0
+    plain = train_voxel(df, tmp_path / "plain", config(epochs=1), progress=False)
+    weighted = train_voxel(df, tmp_path / "weighted", config(epochs=1, weight_column="w"), progress=False)
+    a, b = weights(tmp_path / "plain"), weights(tmp_path / "weighted")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="weight column 'nope'"):
+        train_voxel(df, tmp_path / "x", config(epochs=1, weight_column="nope"), progress=False)

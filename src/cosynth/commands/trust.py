@@ -79,6 +79,41 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
 
     register_evaluation(app)
 
+    @app.command()
+    def mitigate(
+        table: Path = typer.Argument(..., help="Labelled crystal table."),
+        label: str = typer.Option(..., "--label", "-l"),
+        method: str = typer.Option(..., help="reweight (adds a weight column), match (matched subsample) or "
+                                              "normalize-volume (rescale generated structures)."),
+        descriptor: str = typer.Option("density", "--descriptor", "-d", help="Descriptor to equalise (reweight/match)."),
+        bins: int = typer.Option(20, help="Quantile bins of the descriptor."),
+        seed: int = typer.Option(0),
+        fix: Optional[str] = typer.Option(None, help="normalize-volume: rows to rescale as COLUMN=VALUE "
+                                                     "(default: the negatives)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output table (.parquet/.csv/.jsonl)."),
+    ) -> None:
+        """Reduce a dataset bias; re-run `cosynth audit` on the output to see the effect."""
+        import json
+
+        from cosynth.audit.mitigation import mitigate_table
+        from cosynth.data.table import read_table
+
+        if not table.exists():
+            _fail(f"{table}: no such file")
+        fix_source = None
+        if fix:
+            if "=" not in fix:
+                _fail("--fix must look like COLUMN=VALUE, e.g. source=generated")
+            fix_source = tuple(fix.split("=", 1))
+        try:
+            new, summary = mitigate_table(read_table(table), label, method, descriptor=descriptor, bins=bins,
+                                          seed=seed, fix_source=fix_source)
+        except ValueError as err:
+            _fail(str(err))
+        new.write(out)
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        typer.echo(f"wrote {out}; check it with: cosynth audit {out} --label {label} -o <dir>", err=True)
+
 
 def _named(items: list[str]) -> dict:
     """'name=path' or 'path' (named by its file stem) → {name: path}."""

@@ -42,6 +42,9 @@ class TrainConfig:
     id_column: str | None = None
     structure_column: str | None = None
     test_ensemble: int = 20
+    # Per-row loss weights (e.g. from `cosynth mitigate reweight`): bias mitigation by importance
+    # weighting. Validation and test metrics stay unweighted.
+    weight_column: str | None = None
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -51,22 +54,35 @@ def load_labelled(table, label: str, *, id_column=None, structure_column=None):
     Rows whose structure fails validation or whose label is missing/not 0/1 are reported in
     ``errors`` (id → message) and left out; nothing else stops the load.
     """
+    ids, structures, labels, _, errors = load_weighted(table, label, id_column=id_column,
+                                                       structure_column=structure_column)
+    return ids, structures, labels, errors
+
+
+def load_weighted(table, label: str, *, weight_column=None, id_column=None, structure_column=None):
+    """:func:`load_labelled` plus per-row weights from ``weight_column`` (ones without it);
+    a missing, negative or non-finite weight is that row's error."""
     df = _read_table(table)
-    if label not in df.columns:
-        raise ValueError(f"label column {label!r} not in the table (columns: {', '.join(map(str, df.columns))})")
-    ids, structures, labels, errors = [], [], [], {}
+    for col, what in ((label, "label"), (weight_column, "weight")):
+        if col is not None and col not in df.columns:
+            raise ValueError(f"{what} column {col!r} not in the table (columns: {', '.join(map(str, df.columns))})")
+    ids, structures, labels, weights, errors = [], [], [], [], {}
     records = iter_crystals(df, id_column=id_column, structure_column=structure_column)
     for (_, row), rec in zip(df.iterrows(), records):
         y = pd.to_numeric(pd.Series([row[label]]), errors="coerce").iloc[0]
+        w = 1.0 if weight_column is None else pd.to_numeric(pd.Series([row[weight_column]]), errors="coerce").iloc[0]
         if not rec.ok:
             errors[rec.id] = rec.error
         elif pd.isna(y) or y not in (0, 1):
             errors[rec.id] = f"label {row[label]!r} in column {label!r} is not 0 or 1"
+        elif not np.isfinite(w) or w < 0:
+            errors[rec.id] = f"weight {row[weight_column]!r} in column {weight_column!r} is not a finite number ≥ 0"
         else:
             ids.append(rec.id)
             structures.append(rec.structure)
             labels.append(int(y))
-    return ids, structures, np.asarray(labels, dtype=np.int64), errors
+            weights.append(float(w))
+    return ids, structures, np.asarray(labels, dtype=np.int64), np.asarray(weights, dtype=np.float32), errors
 
 
 def _read_table(table) -> pd.DataFrame:
@@ -84,8 +100,10 @@ def _read_table(table) -> pd.DataFrame:
 class RotatedCrystals(Dataset):
     """One image per crystal; its rotation is drawn from (seed, id, epoch)."""
 
-    def __init__(self, ids, structures, labels, *, seed: int, sampler: str, fixed_epoch: int | None = None):
+    def __init__(self, ids, structures, labels, *, seed: int, sampler: str, fixed_epoch: int | None = None,
+                 weights=None):
         self.ids, self.labels = list(ids), labels
+        self.weights = np.ones(len(self.ids), np.float32) if weights is None else np.asarray(weights, np.float32)
         self.seed, self.sampler, self.fixed_epoch = seed, sampler, fixed_epoch
         self.epoch = 0
         # the periodic tiling is the expensive part of imaging; build it once per crystal
@@ -97,7 +115,7 @@ class RotatedCrystals(Dataset):
     def __getitem__(self, i):
         epoch = self.epoch if self.fixed_epoch is None else self.fixed_epoch
         angles = sample_rotations(self.sampler, 1, crystal_rng(self.seed, self.ids[i], epoch))[0]
-        return self.imagers[i].image(angles, self.sampler), self.labels[i]
+        return self.imagers[i].image(angles, self.sampler), self.labels[i], self.weights[i]
 
 
 class EpochShuffle(Sampler):
@@ -115,8 +133,9 @@ class EpochShuffle(Sampler):
 
 
 def collate(items):
-    images, labels = zip(*items)
-    return SparseBatch.from_images(list(images)), torch.tensor(labels, dtype=torch.float32)
+    images, labels, weights = zip(*items)
+    return (SparseBatch.from_images(list(images)), torch.tensor(labels, dtype=torch.float32),
+            torch.tensor(weights, dtype=torch.float32))
 
 
 # ---- Lightning --------------------------------------------------------------------------------
@@ -131,9 +150,13 @@ def _lightning():
             self.loss = torch.nn.BCEWithLogitsLoss()
 
         def _step(self, batch, stage: str):
-            images, y = batch
+            images, y, w = batch
             logits = self.model(images)
-            loss = self.loss(logits, y)
+            if stage == "train" and not bool(torch.all(w == 1)):
+                per_row = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+                loss = (per_row * w).sum() / w.sum().clamp_min(1e-12)
+            else:
+                loss = self.loss(logits, y)
             acc = ((logits > 0).float() == y).float().mean()
             self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
             self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, batch_size=len(y))
@@ -191,8 +214,9 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
     L, VoxelClassifier, EpochState = _lightning()
     run_dir = Path(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    ids, structures, labels, errors = load_labelled(table, config.label, id_column=config.id_column,
-                                                    structure_column=config.structure_column)
+    ids, structures, labels, weights, errors = load_weighted(
+        table, config.label, weight_column=config.weight_column, id_column=config.id_column,
+        structure_column=config.structure_column)
     if len(set(labels.tolist())) < 2:
         raise ValueError("training needs both classes (0 and 1) among the valid rows")
     parts = stratified_split(labels, config.split, config.seed)
@@ -208,7 +232,8 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
     def subset(name, fixed_epoch=None):
         idx = parts[name]
         return RotatedCrystals([ids[i] for i in idx], [structures[i] for i in idx], labels[idx],
-                               seed=config.seed, sampler=config.sampler, fixed_epoch=fixed_epoch)
+                               seed=config.seed, sampler=config.sampler, fixed_epoch=fixed_epoch,
+                               weights=weights[idx] if name == "train" else None)
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_ds, val_ds = subset("train"), subset("val", VALIDATION_EPOCH_KEY)
