@@ -36,9 +36,9 @@ def crystals() -> SimpleNamespace:
     return SimpleNamespace(rocksalt=rocksalt, zincblende=zincblende, cscl=cscl, wurtzite=wurtzite, nias=nias)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def ab_pool() -> list[tuple[str, Structure]]:
-    """AB prototypes of five structure types (two rock salts), ids like a database's."""
+    """AB prototypes of five structure types (three rock salts), ids like a database's (do not mutate)."""
     return [
         ("p-nacl", rocksalt("Na", "Cl", 5.64)),
         ("p-kbr", rocksalt("K", "Br", 6.60)),

@@ -311,9 +311,12 @@ def _even_subsample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     for formula, part in frame.groupby("formula", sort=True):
         part = part.sort_values("id")
         queues[formula] = list(part.index[_rng(seed, f"neg:{formula}").permutation(len(part))])
+    # formulas visit in a seeded order, so a cut-off round does not favour early letters
+    names = sorted(queues)
+    names = [names[k] for k in _rng(seed, "neg:formula-order").permutation(len(names))]
     chosen, r = [], 0
     while len(chosen) < n:
-        for formula in sorted(queues):
+        for formula in names:
             if r < len(queues[formula]) and len(chosen) < n:
                 chosen.append(queues[formula][r])
         r += 1

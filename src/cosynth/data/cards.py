@@ -94,7 +94,7 @@ def paired_density_comparison(formulas, labels, density) -> dict:
         "median_ratio": float(ratio.median()),
         "ratio_q25": float(ratio.quantile(0.25)),
         "ratio_q75": float(ratio.quantile(0.75)),
-        "share_formulas_denser_negatives": float((ratio > 1).mean()),
+        "share_formulas_denser_negatives": float((log_ratio > 0).mean()),
         "wilcoxon_p": float(wil.pvalue) if wil is not None else None,
         "mannwhitney_p": float(mwu.pvalue) if mwu is not None else None,
     }
