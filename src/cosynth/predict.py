@@ -160,10 +160,21 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
     records_iter = iter_crystals(inputs, resolve_disorder=resolve_disorder, id_column=id_column,
                                  structure_column=structure_column)
     formulas: dict[str, str | None] = {}
+    domain_scores: dict[str, dict] = {}
+    scorer = None
+    if meta.get("domain"):
+        from cosynth.evaluate.domain import DomainScorer
+
+        scorer = DomainScorer(meta["domain"], net, sampler=sampler, seed=seed)
 
     def tracked():
         for rec in records_iter:
             formulas[rec.id] = rec.formula
+            if scorer is not None and rec.ok:
+                try:
+                    domain_scores[rec.id] = scorer.score(rec.id, rec.structure)
+                except Exception:  # noqa: BLE001 - a domain score is optional, never fatal
+                    domain_scores[rec.id] = {}
             yield rec
 
     rows, rot_rows = [], []
@@ -176,12 +187,14 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
     try:
         for row, per_rot in stream:
             row["formula"] = formulas.pop(row["id"], None)
+            row.update(domain_scores.pop(row["id"], {}))
             rows.append(row)
             if per_rotation:
                 rot_rows.extend(per_rot)
     except KeyboardInterrupt:
         print(f"interrupted: keeping the {len(rows)} crystals already predicted", file=sys.stderr)
-    crystals = pd.DataFrame(rows, columns=COLUMNS)
+    columns = COLUMNS + (["ad_descriptor", "ad_latent"] if scorer is not None else [])
+    crystals = pd.DataFrame(rows, columns=columns)
     crystals["consistent"] = crystals["consistent"].astype("boolean")
     crystals["label"] = crystals["label"].astype("Int64")
     rot_df = pd.DataFrame(rot_rows, columns=ROTATION_COLUMNS) if per_rotation else None

@@ -167,3 +167,27 @@ def test_cli_evaluate_and_stress(table, model_file, tmp_path):
                            "-o", str(tmp_path / "all.html")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "all.html").read_text().count("<section") == 3
+
+
+def test_applicability_domain_scores_in_predict(table, tmp_path):
+    """A model file with training statistics adds ad_descriptor/ad_latent to predictions: training
+    crystals score like the training data, a crystal unlike any of them scores near 1."""
+    from cosynth.evaluate.domain import training_domain
+    from cosynth.predict import predict
+
+    torch.manual_seed(1)
+    net = VoxelCNN().eval()
+    train = _structures()[:6]
+    ids = [f"t{i}" for i in range(6)]
+    domain = training_domain(net, ids, train)
+    path = save_model(net, tmp_path / "m.pt", sampler="haar", provenance={"trained_by": "test"}, domain=domain)
+    far = Structure(Lattice.cubic(3.2), ["U", "U"], [[0, 0, 0], [0.5, 0.5, 0.5]])  # dense, heavy
+    far.properties = {"id": "far"}
+    near = train[1].copy()
+    near.properties = {"id": "near"}
+    out = predict([near, far], path, ensemble=2).crystals.set_index("id")
+    assert out.loc["far", "ad_descriptor"] == 1.0 and out.loc["far", "ad_latent"] >= 0.5
+    assert out.loc["near", "ad_descriptor"] < 0.9
+    plain = predict([near, far], net, ensemble=2).crystals
+    assert "ad_descriptor" not in plain.columns
+    assert np.allclose(plain["likelihood"], out["likelihood"].to_numpy())  # scores never change predictions

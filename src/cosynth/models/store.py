@@ -27,8 +27,12 @@ def image_spec(sampler: str) -> dict:
             "channels": ["atomic_number/119", "group/19", "period/8"], "sampler": sampler}
 
 
-def save_model(model: VoxelCNN, path, *, sampler: str, provenance: dict, metrics: dict | None = None) -> Path:
-    """Write ``model`` with everything needed to use it; atomic (temp file + rename)."""
+def save_model(model: VoxelCNN, path, *, sampler: str, provenance: dict, metrics: dict | None = None,
+               domain: dict | None = None) -> Path:
+    """Write ``model`` with everything needed to use it; atomic (temp file + rename).
+
+    ``domain`` (see :mod:`cosynth.evaluate.domain`) carries the training data's statistics, so
+    predictions can say how far each crystal lies from what the model was trained on."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -38,6 +42,7 @@ def save_model(model: VoxelCNN, path, *, sampler: str, provenance: dict, metrics
         "image": image_spec(sampler),
         "provenance": provenance,
         "metrics": metrics or {},
+        **({"domain": domain} if domain else {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

@@ -279,5 +279,11 @@ def finalize_run(run_dir: Path, config: TrainConfig, table: str, ids, structures
     provenance = {"trained_by": "cosynth train voxel", "table": table,
                   "config": {**asdict(config)}, "n_train": int(len(parts["train"])), "n_val": int(len(parts["val"])),
                   "n_test": int(len(test_idx))}
-    save_model(model, run_dir / "model.pt", sampler=config.sampler, provenance=provenance, metrics=metrics)
+    from cosynth.evaluate.domain import training_domain
+
+    train_idx = parts["train"]
+    domain = training_domain(model, [ids[i] for i in train_idx], [structures[i] for i in train_idx],
+                             sampler=config.sampler, seed=config.seed)
+    save_model(model, run_dir / "model.pt", sampler=config.sampler, provenance=provenance, metrics=metrics,
+               domain=domain)
     return metrics

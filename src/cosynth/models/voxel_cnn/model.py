@@ -86,13 +86,24 @@ class VoxelCNN(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _tail(self, x: torch.Tensor) -> torch.Tensor:
-        """Blocks 2–3 and the dense head, from block 1's pooled output (B, F, 32³)."""
+    def _tail(self, x: torch.Tensor, with_features: bool = False):
+        """Blocks 2–3 and the dense head, from block 1's pooled output (B, F, 32³).
+
+        ``with_features`` also returns the last hidden layer (the model's latent description of
+        the crystal, used for the applicability-domain score)."""
         x = x.contiguous(memory_format=torch.channels_last_3d)
         x = nn.functional.max_pool3d(torch.relu(self.conv2(x)), 4)
         x = nn.functional.max_pool3d(torch.relu(self.conv3(x)), 4)
         x = x.permute(0, 2, 3, 4, 1).reshape(x.shape[0], -1)  # channels-last flatten (Keras order)
-        return self.head(x).squeeze(-1)
+        if not with_features:
+            return self.head(x).squeeze(-1)
+        features = self.head[:-1](x)
+        return self.head[-1](features).squeeze(-1), features
+
+    def logits_and_features(self, batch: SparseBatch):
+        """(logits, last-hidden-layer features) of sparse images."""
+        x = sparse_first_block(batch.ijk, batch.values, batch.starts, self.conv1.weight, self.conv1.bias)
+        return self._tail(x, with_features=True)
 
     def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
         """Logits from dense images (B, 3, 128, 128, 128)."""
