@@ -73,7 +73,7 @@ def test_predict_bad_file_is_a_row_and_stdout_is_csv(imported_model, gan_cifs, t
 
 def test_usage_errors_exit_2_with_a_message(imported_model, gan_cifs):
     res = runner.invoke(app, ["predict", str(gan_cifs[0]), "--model", str(imported_model), "--sampler", "euler"])
-    assert res.exit_code == 2 and "haar or xiespp" in res.output
+    assert res.exit_code == 2 and "haar, sobol or xiespp" in res.output
     res = runner.invoke(app, ["predict", str(gan_cifs[0]), "--model", "no-such-model"])
     assert res.exit_code == 2 and "no-such-model" in res.output
 

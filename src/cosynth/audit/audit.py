@@ -252,8 +252,10 @@ def audit_table(table, label: str, *, source: str | None = None, descriptors: li
     frame = table.frame.copy()
     has_structures = bool(table.has_structure().any())
     wanted = list(descriptors) if descriptors else default_descriptors(has_structures)
-    relative = [d[: -len("_vs_formula")] for d in wanted if d.endswith("_vs_formula") and d not in frame.columns]
-    computed = [d for d in {*wanted, *relative} if d in DESCRIPTORS and d not in frame.columns]
+    relative = [d[: -len("_vs_formula")] for d in wanted if d.endswith("_vs_formula")]
+    # Known descriptor names are always computed from the structures (a table column of the same
+    # name may be partial or mean something else); other names must be numeric table columns.
+    computed = sorted(d for d in {*wanted, *relative} if d in DESCRIPTORS)
     if computed:
         desc = describe_table(table, cache_dir=cache_dir)
         for name in computed:
