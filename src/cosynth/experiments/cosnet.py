@@ -98,11 +98,15 @@ def main(argv=None) -> None:
     t.add_argument("--seeds", default="0-4")
     t.add_argument("--epochs", type=int, default=200)
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--lr", type=float, default=1e-2)
+    t.add_argument("--weight-decay", type=float, default=1e-1)
+    t.add_argument("--lr-decay", type=float, default=0.96)
     t.add_argument("--data-root", default=None)
     t.add_argument("--max-train", type=int, default=None)
     args = p.parse_args(argv)
     if args.cmd == "table1":
-        cfg = FitConfig(epochs=args.epochs, threads=args.threads)
+        cfg = FitConfig(epochs=args.epochs, threads=args.threads, lr=args.lr, weight_decay=args.weight_decay,
+                        lr_decay=args.lr_decay)
         df = run_table1(args.dataset, Path(args.out) / args.dataset, modes=args.modes.split(","),
                         seeds=_parse_seeds(args.seeds), config=cfg, data_root=args.data_root,
                         max_train=args.max_train)
