@@ -134,3 +134,20 @@ def test_binary_classification_target(splits, cache, tmp_path):
     preds = pd.read_csv(tmp_path / "predictions.csv")
     assert preds["probability"].between(0, 1).all()
     assert json.loads((tmp_path / "config.json").read_text())["task"] == "classification"
+
+
+def test_cli_train_cosnet_over_seeds_from_a_table(splits, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cosynth.cli import app
+
+    monkeypatch.setenv("COSYNTH_CACHE", str(tmp_path / "cache"))
+    table = pd.concat([v.assign(split=k) for k, v in splits.items()], ignore_index=True)
+    table.to_csv(tmp_path / "table.csv", index=False)
+    result = CliRunner().invoke(app, ["train", "cosnet", str(tmp_path / "table.csv"), "-o", str(tmp_path / "run"),
+                                      "--epochs", "1", "--batch-size", "8", "--seeds", "2", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run/seed0/model.pt").exists() and (tmp_path / "run/seed1/model.pt").exists()
+    bad = CliRunner().invoke(app, ["train", "roost", str(tmp_path / "table.csv"), "-o", str(tmp_path / "r2"),
+                                   "--target", "nope"])
+    assert bad.exit_code == 2 and "error:" in bad.output

@@ -52,7 +52,8 @@ class FitConfig:
     concat: bool = False
     scalar_weight: bool = True
     nonneg: bool | None = None  # None: ReLU output when every training target is ≥ 0 (regression)
-    structure_fraction: float = 1.0  # share of training rows with a structure that keep it
+    structure_fraction: float = 1.0  # share of rows with a structure that keep it
+    structure_fraction_splits: str = "train"  # "train" or "all": where structure_fraction applies
     max_minutes: float | None = None
     threads: int | None = None
     extra: dict = field(default_factory=dict)
@@ -141,8 +142,9 @@ def prepare(splits: dict[str, pd.DataFrame], config: FitConfig, cache: GraphCach
             raise ValueError(f"no usable rows in the {name} split")
         raw[name] = rows
         view = rows
-        if name == "train" and config.structure_fraction < 1.0:
+        if config.structure_fraction < 1.0 and (name == "train" or config.structure_fraction_splits == "all"):
             view = keep_structure_fraction(view, config.structure_fraction, config.seed)
+            raw[name] = view if name != "train" else raw[name]  # evaluation subsets follow what is kept
         if config.model == "cosnet":
             view = apply_mode(view, config.mode, train=name == "train")
         elif config.model == "roost":
@@ -309,7 +311,10 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
 
 def _same_config(run_dir: Path, config: FitConfig) -> bool:
     path = run_dir / "config.json"
-    return path.exists() and json.loads(path.read_text()) == json.loads(json.dumps(asdict(config)))
+    if not path.exists():
+        return False
+    saved = {**asdict(FitConfig()), **json.loads(path.read_text())}  # fields added later take their default
+    return saved == json.loads(json.dumps(asdict(config)))
 
 
 @torch.no_grad()

@@ -1,0 +1,54 @@
+"""`cosynth reproduce cosnet --quick` end to end on the real shared data (small subsets, 2 epochs)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cosynth.cli import app
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_quick_reproduction_writes_report_json_and_figures(shared_path, tmp_path, monkeypatch):
+    shared_path("data/cosnet_splits/li_conductivity/Conductivity-database.csv")
+    shared_path("data/mp_synth_structures/mp_structures_labelled.csv.gz")
+    monkeypatch.setenv("COSYNTH_CACHE", str(tmp_path / "cache"))
+    out, runs = tmp_path / "report", tmp_path / "runs"
+    result = CliRunner().invoke(app, ["reproduce", "cosnet", "--dataset", "li_conductivity", "--quick",
+                                      "-o", str(out), "--runs", str(runs)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    modes = {r["mode"] for r in report["table1"]}
+    assert modes == {"composition", "bimodal_aug", "bimodal"}
+    assert {r["subset"] for r in report["table1"]} >= {"all", "without_structure", "with_structure"}
+    assert len(report["runs"]) == 6  # 3 modes × 2 seeds
+    assert all(r["finished"] for r in report["runs"])
+    assert {r["fraction"] for r in report["fraction_study"]} == {0.0, 1.0}
+    assert report["composition_weight"]["without_structure"]["mean"] == pytest.approx(1.0)
+    for fig in report["figures"].values():
+        assert (out / fig).stat().st_size > 1000
+    md = (out / "report.md").read_text()
+    assert "QUICK MODE" in md and "paper" in md and "1499" in md
+    # augmentation ran on the training split only: val/test predictions hold no augmented rows
+    aug = [r for r in report["runs"] if r["mode"] == "bimodal_aug"][0]
+    assert aug["n_train_augmented"] > 0
+    # a second invocation reuses the finished runs instead of training again
+    again = CliRunner().invoke(app, ["reproduce", "cosnet", "--dataset", "li_conductivity", "--quick",
+                                     "-o", str(out), "--runs", str(runs), "--no-fraction-study"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "report.json").read_text())["runs"] == report["runs"]
+
+
+def test_unknown_dataset_is_a_clean_error(tmp_path):
+    result = CliRunner().invoke(app, ["reproduce", "cosnet", "--dataset", "nope", "--quick", "-o", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "error:" in result.output and "nope" in result.output
