@@ -25,6 +25,28 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text))[:80]
 
 
+def _fingerprint(model, table) -> str:
+    """Short digest of what a cached prediction depends on besides E and seed: the model file
+    (path, size, modification time) and the table's ids and structures, so a retrained model or
+    an edited table under the same name is never served stale predictions."""
+    import hashlib
+
+    h = hashlib.sha1()
+    if isinstance(model, (str, Path)):
+        from cosynth.models.store import resolve_model_path
+
+        path = resolve_model_path(model)
+        st = path.stat()
+        h.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    else:
+        h.update(f"in-memory:{id(model)}".encode())
+    frame = table.frame
+    h.update("|".join(frame["id"].astype(str)).encode())
+    if "cif" in frame.columns:
+        h.update(pd.util.hash_pandas_object(frame["cif"].astype(str), index=False).to_numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
 def _cached_predictions(cache: Path | None, key: str, compute) -> pd.DataFrame:
     path = None if cache is None else cache / f"{_slug(key)}.csv"
     if path is not None and path.exists():
@@ -67,7 +89,8 @@ def cross_evaluate(models: dict, tables: dict, label: str, *, ensemble: int = 20
         for tname, tab in tabs.items():
             if label not in tab.frame.columns:
                 raise ValueError(f"table {tname!r} has no label column {label!r}")
-            pred = _cached_predictions(cache, f"{mname}__{tname}__E{ensemble}_s{seed}", lambda: predict_table(
+            key = f"{mname}__{tname}__E{ensemble}_s{seed}_{_fingerprint(models[mname], tab)}"
+            pred = _cached_predictions(cache, key, lambda: predict_table(
                 net, tab, ensemble=ensemble, seed=seed, threshold=threshold, workers=workers))
             rows.append({"model": mname, "table": tname,
                          **_metric_row(tab.frame[label].to_numpy(), pred["likelihood"].to_numpy(float), threshold)})
@@ -109,7 +132,8 @@ def volume_sweep(models: dict, table, label: str, *, factors=DEFAULT_FACTORS, en
         scaled = scaled_structures(base, f)
         densities[float(f)] = [s.density if s is not None else np.nan for s in scaled]
         for mname, net in nets.items():
-            pred = _cached_predictions(cache, f"{mname}__volume{f:g}__E{ensemble}_s{seed}", lambda: predict_table(
+            key = f"{mname}__volume{f:g}__E{ensemble}_s{seed}_{_fingerprint(models[mname], tab)}"
+            pred = _cached_predictions(cache, key, lambda: predict_table(
                 net, tab, structures=scaled, ensemble=ensemble, seed=seed, threshold=threshold, workers=workers))
             rows.append({"model": mname, "volume_factor": float(f),
                          **_metric_row(y, pred["likelihood"].to_numpy(float), threshold)})
