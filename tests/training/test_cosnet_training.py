@@ -151,3 +151,10 @@ def test_cli_train_cosnet_over_seeds_from_a_table(splits, tmp_path, monkeypatch)
     bad = CliRunner().invoke(app, ["train", "roost", str(tmp_path / "table.csv"), "-o", str(tmp_path / "r2"),
                                    "--target", "nope"])
     assert bad.exit_code == 2 and "error:" in bad.output
+
+
+def test_changed_settings_start_afresh_instead_of_resuming(splits, cache, tmp_path):
+    fit(splits, tmp_path / "run", _cfg(epochs=2, seed=5, weight_decay=1e-1), cache=cache)
+    changed = fit(splits, tmp_path / "run", _cfg(epochs=2, seed=5, weight_decay=1e-4), cache=cache)
+    fresh = fit(splits, tmp_path / "fresh", _cfg(epochs=2, seed=5, weight_decay=1e-4), cache=cache)
+    assert changed["test_mae_all"] == pytest.approx(fresh["test_mae_all"], rel=1e-6)

@@ -310,7 +310,7 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
 QUICK = dict(seeds=2, epochs=2, weight_decay=1e-4, max_train=120, batch_size=32, fractions=(0.0, 1.0),
              fraction_seeds=1, fraction_epochs=2, fraction_rows=120)
 FULL = dict(seeds=5, epochs=60, weight_decay=1e-4, max_train=None, batch_size=128,
-            fractions=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), fraction_seeds=1, fraction_epochs=40, fraction_rows=1500)
+            fractions=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), fraction_seeds=1, fraction_epochs=30, fraction_rows=1000)
 
 
 def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.DataFrame, fraction) -> str:

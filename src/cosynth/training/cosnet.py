@@ -271,6 +271,9 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
         torch.set_num_threads(config.threads)
     torch.set_flush_denormal(True)  # weight decay drives weights towards denormals, which are slow on CPU
     L, BimodalModule, EpochState = _lightning()
+    if resume and not _resumable(run_dir, config):  # another setting: its checkpoints would mislead
+        for stale in ("checkpoints/last.ckpt", "checkpoints/best.ckpt", "history.csv", "metrics.json"):
+            (run_dir / stale).unlink(missing_ok=True)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     raw, seen, problems = prepare(splits, config, cache=cache, progress=progress)
     problems.to_csv(run_dir / "problems.csv", index=False)
@@ -307,6 +310,17 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
     if len(hist) < config.epochs:  # stopped by max_minutes: resumable, not finished
         return {"finished": False, "epochs_run": int(len(hist))}
     return finalize(run_dir, config, splits, raw, seen, scale, time.perf_counter() - t0)
+
+
+def _resumable(run_dir: Path, config: FitConfig) -> bool:
+    """A run may continue from its checkpoint when only epochs / time limit / threads changed."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        return True
+    loose = ("epochs", "max_minutes", "threads")
+    saved = {**asdict(FitConfig()), **json.loads(path.read_text())}
+    now = json.loads(json.dumps(asdict(config)))
+    return all(saved.get(k) == v for k, v in now.items() if k not in loose)
 
 
 def _same_config(run_dir: Path, config: FitConfig) -> bool:
