@@ -52,3 +52,22 @@ def test_unknown_dataset_is_a_clean_error(tmp_path):
     result = CliRunner().invoke(app, ["reproduce", "cosnet", "--dataset", "nope", "--quick", "-o", str(tmp_path)])
     assert result.exit_code == 2
     assert "error:" in result.output and "nope" in result.output
+
+
+def test_paper_splits_row_counts_and_structure_join(shared_path):
+    from cosynth.data.cosnet_splits import load_cosnet_split
+
+    root = shared_path("data/cosnet_splits").parent
+    bg = load_cosnet_split(root, "band_gap")
+    assert {k: len(v) for k, v in bg.items()} == {"train": 3545, "val": 1167, "test": 1188}
+    status = {k: v["structure_status"].value_counts().to_dict() for k, v in bg.items()}
+    assert status["train"] == {"none": 1630, "missing": 1396, "ok": 519}  # SOURCE.md: 1,915 referenced, 519 found
+    ok = bg["train"][bg["train"]["structure_status"] == "ok"]
+    assert ok["cif"].str.startswith("# generated using pymatgen").all() or ok["cif"].str.contains("_cell_length_a").all()
+    assert set(bg["train"].columns) >= {"id", "formula", "cif", "target"}
+    li = load_cosnet_split(root, "li_conductivity")
+    assert sum(len(v) for v in li.values()) == 1676
+    assert sum(int((v["structure_status"] == "ok").sum()) for v in li.values()) == 435
+    norm = {k: set(v["formula"].str.replace(r"\s+", "", regex=True)) for k, v in li.items()}
+    assert not (norm["train"] & norm["val"]) and not (norm["train"] & norm["test"]) and not (norm["val"] & norm["test"])
+    assert load_cosnet_split(root, "li_conductivity")["test"]["id"].tolist() == li["test"]["id"].tolist()
