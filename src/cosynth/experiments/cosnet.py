@@ -216,13 +216,16 @@ def make_figures(fig_dir: Path, dataset: str, table: pd.DataFrame, weights: pd.D
     if len(weights) and "w_c" in weights:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         bins = np.linspace(0, 1, 41)
-        for present, label in ((True, "structure seen"), (False, "no structure")):
-            sel = weights["present"].astype(str).str.lower().isin(["true", "1"]) == present
-            if sel.any():
-                ax.hist(weights.loc[sel, "w_c"], bins=bins, alpha=0.6, density=True, label=f"{label} (n={int(sel.sum())})")
+        for mode, grp in weights.groupby("mode", sort=False):
+            seen = grp["present"].astype(str).str.lower().isin(["true", "1"])
+            if seen.any():
+                ax.hist(grp.loc[seen, "w_c"], bins=bins, alpha=0.55, density=True,
+                        label=f"{MODE_LABELS[mode]}: rows with structure (n={int(seen.sum())})")
+        n_without = int((~weights["present"].astype(str).str.lower().isin(["true", "1"])).sum())
+        ax.axvline(1.0, color="k", ls="--", lw=1, label=f"rows without structure: w_c = 1 (n={n_without})")
         ax.set_xlabel("composition weight w_c (test rows, all seeds)")
         ax.set_ylabel("density")
-        ax.legend()
+        ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(fig_dir / "composition_weights.png", dpi=130)
         plt.close(fig)
@@ -270,13 +273,15 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
     table = summarize_table1(runs_df)
     align = summarize_alignment(runs / dataset, runs_df)
     weights = weight_table(runs / dataset, runs_df)
+    both = [weight_table(runs / dataset, runs_df, m).assign(mode=m) for m in ("bimodal_aug", "bimodal")]
+    both = pd.concat([w for w in both if len(w)], ignore_index=True) if any(len(w) for w in both) else pd.DataFrame()
     fraction = None
     if fraction_study:
         fraction = run_fraction_study(runs / "mp_formation_energy", fractions=defaults["fractions"],
                                       seeds=range(defaults["fraction_seeds"]),
                                       config=replace(config, epochs=defaults["fraction_epochs"]),
                                       data_root=data_root, max_rows=defaults["fraction_rows"], verbose=verbose)
-    files = make_figures(out / "figures", dataset, table, weights, fraction)
+    files = make_figures(out / "figures", dataset, table, both, fraction)
     train_seconds = float(runs_df["train_seconds"].sum())
     fraction_seconds = 0.0 if fraction is None else float(fraction["train_seconds"].fillna(0).sum())
     prob_path = runs / dataset / "composition" / f"seed{seeds[0]}" / "problems.csv"
@@ -359,7 +364,7 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
             cell = _fmt(row["mean"].iloc[0], row["std"].iloc[0])
             if paper and key in SUBSETS and mode in paper:
                 pm, ps = paper[mode][key]
-                cell += f" / {pm} ± {ps}"
+                cell += " / " + (_fmt(pm, ps) if pm < 10 else f"{pm:.0f} ± {ps:.0f}")
             cells.append(cell)
         lines.append(f"| {key.replace('_', ' ')} | {n} | " + " | ".join(cells) + " |")
     lines += ["", "## Table 2 analogue: representation alignment", "",
@@ -368,7 +373,7 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
               "| mode | R² (ours) | paper (Li conductivity) |", "|---|---|---|"]
     for _, row in align.iterrows():
         pm, ps = PAPER_TABLE2.get(row["mode"], (float("nan"), float("nan")))
-        lines.append(f"| {MODE_LABELS[row['mode']]} | {_fmt(row['mean'], row['std'])} | {pm} ± {ps} |")
+        lines.append(f"| {MODE_LABELS[row['mode']]} | {_fmt(row['mean'], row['std'])} | {_fmt(pm, ps)} |")
     w = r["composition_weight"]
     if w:
         lines += ["", "## Composition weight w_c (bimodal + augmentation, test rows, all seeds)", "",
