@@ -7,7 +7,7 @@ backends and still reuse finished runs.
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -50,4 +50,4 @@ def run_ray(splits: dict[str, pd.DataFrame], combos: list[dict], out, *, base: F
     return rows
 
 
-__all__ = ["run_ray", "replace"]
+__all__ = ["run_ray"]
