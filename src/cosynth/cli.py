@@ -128,6 +128,8 @@ def train_voxel_cmd(
     resume: bool = typer.Option(True, help="Resume from RUN_DIR/checkpoints/last.ckpt when present."),
     weight_column: Optional[str] = typer.Option(
         None, help="Per-row training-loss weights (e.g. from `cosynth mitigate TABLE --method reweight`)."),
+    split_column: Optional[str] = typer.Option(
+        None, help="Use the table's train/val/test column (e.g. `split` from `cosynth data build`) instead of --split."),
 ) -> None:
     """Train the voxel CNN with a fresh random rotation per crystal per epoch."""
     from cosynth.training.voxel import TrainConfig, train_voxel
@@ -139,7 +141,8 @@ def train_voxel_cmd(
         _fail(f"--split must look like 60/20/20, got {split!r}")
     config = TrainConfig(label=label, split=fractions, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
                          sampler=sampler, max_minutes=max_minutes, id_column=id_column,
-                         structure_column=structure_column, weight_column=weight_column)
+                         structure_column=structure_column, weight_column=weight_column,
+                         split_column=split_column)
     try:
         metrics = train_voxel(table, out, config, resume=resume)
     except ValueError as err:

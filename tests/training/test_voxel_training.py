@@ -56,6 +56,29 @@ def test_resume_after_interruption_gives_the_same_model(small_table, tmp_path):
     pd.testing.assert_frame_equal(hist_full.drop(columns="seconds"), hist_part.drop(columns="seconds"))
 
 
+def test_last_checkpoint_is_the_latest_epoch_even_on_a_plateau(small_table, tmp_path):
+    # lr 0: the validation loss never improves after epoch 0, so only the "best" checkpoint stays
+    # behind; a resume must still start after the last finished epoch, not after the best one.
+    run = tmp_path / "run"
+    train_voxel(small_table, run, config(epochs=3, lr=0.0), progress=False)
+    ckpt = run / "checkpoints"
+    assert torch.load(ckpt / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 2
+    assert torch.load(ckpt / "best.ckpt", map_location="cpu", weights_only=False)["epoch"] == 0
+    train_voxel(small_table, run, config(epochs=4, lr=0.0), progress=False)
+    assert list(pd.read_csv(run / "history.csv").epoch) == [0, 1, 2, 3]
+
+
+def test_table_split_column_is_used_as_given(small_table, tmp_path):
+    table = small_table.copy()
+    table["split"] = ["train"] * 8 + ["validation", "val", "test", "test"]
+    train_voxel(table, tmp_path / "run", config(epochs=1, split_column="split"), progress=False)
+    split = pd.read_csv(tmp_path / "run" / "split.csv")
+    assert split.split.tolist() == ["train"] * 8 + ["val", "val", "test", "test"]
+    table.loc[0, "split"] = "holdout"
+    with pytest.raises(ValueError, match="holdout"):
+        train_voxel(table, tmp_path / "bad", config(epochs=1, split_column="split"), progress=False)
+
+
 def test_run_dir_contents_and_model_file(small_table, tmp_path):
     from cosynth.models.store import load_model
 

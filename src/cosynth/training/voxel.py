@@ -45,6 +45,9 @@ class TrainConfig:
     # Per-row loss weights (e.g. from `cosynth mitigate reweight`): bias mitigation by importance
     # weighting. Validation and test metrics stay unweighted.
     weight_column: str | None = None
+    # Use the table's own train/val/test column (e.g. from `cosynth data build`) instead of a
+    # fresh stratified split, so other tools can evaluate on exactly the same test rows.
+    split_column: str | None = None
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -62,13 +65,17 @@ def load_labelled(table, label: str, *, id_column=None, structure_column=None):
 def load_weighted(table, label: str, *, weight_column=None, id_column=None, structure_column=None):
     """:func:`load_labelled` plus per-row weights from ``weight_column`` (ones without it);
     a missing, negative or non-finite weight is that row's error."""
-    df = _read_table(table)
+    return _load_rows(_read_table(table), label, weight_column, id_column, structure_column)[:5]
+
+
+def _load_rows(df: pd.DataFrame, label, weight_column, id_column, structure_column):
+    """:func:`load_weighted`'s result plus the positions of the kept rows in ``df``."""
     for col, what in ((label, "label"), (weight_column, "weight")):
         if col is not None and col not in df.columns:
             raise ValueError(f"{what} column {col!r} not in the table (columns: {', '.join(map(str, df.columns))})")
-    ids, structures, labels, weights, errors = [], [], [], [], {}
+    ids, structures, labels, weights, errors, positions = [], [], [], [], {}, []
     records = iter_crystals(df, id_column=id_column, structure_column=structure_column)
-    for (_, row), rec in zip(df.iterrows(), records):
+    for pos, ((_, row), rec) in enumerate(zip(df.iterrows(), records)):
         y = pd.to_numeric(pd.Series([row[label]]), errors="coerce").iloc[0]
         w = 1.0 if weight_column is None else pd.to_numeric(pd.Series([row[weight_column]]), errors="coerce").iloc[0]
         if not rec.ok:
@@ -82,7 +89,26 @@ def load_weighted(table, label: str, *, weight_column=None, id_column=None, stru
             structures.append(rec.structure)
             labels.append(int(y))
             weights.append(float(w))
-    return ids, structures, np.asarray(labels, dtype=np.int64), np.asarray(weights, dtype=np.float32), errors
+            positions.append(pos)
+    return (ids, structures, np.asarray(labels, dtype=np.int64), np.asarray(weights, dtype=np.float32), errors,
+            np.asarray(positions, dtype=np.int64))
+
+
+def _table_split(df: pd.DataFrame, column: str, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """Train/val/test indices (into the kept rows) from a split column of the table."""
+    if column not in df.columns:
+        raise ValueError(f"split column {column!r} not in the table (columns: {', '.join(map(str, df.columns))})")
+    names = df[column].astype(str).str.strip().str.lower().to_numpy()[positions]
+    aliases = {"validation": "val", "valid": "val"}
+    names = np.array([aliases.get(n, n) for n in names], dtype=object)
+    unknown = sorted(set(names) - {"train", "val", "test"})
+    if unknown:
+        raise ValueError(f"split column {column!r} has values {unknown}; expected train, val (or validation), test")
+    parts = {name: np.flatnonzero(names == name) for name in ("train", "val", "test")}
+    empty = [name for name, idx in parts.items() if len(idx) == 0]
+    if empty:
+        raise ValueError(f"split column {column!r} leaves no valid rows in {', '.join(empty)}")
+    return parts
 
 
 def _read_table(table) -> pd.DataFrame:
@@ -214,12 +240,15 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
     L, VoxelClassifier, EpochState = _lightning()
     run_dir = Path(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    ids, structures, labels, weights, errors = load_weighted(
-        table, config.label, weight_column=config.weight_column, id_column=config.id_column,
-        structure_column=config.structure_column)
+    frame = _read_table(table)
+    ids, structures, labels, weights, errors, positions = _load_rows(
+        frame, config.label, config.weight_column, config.id_column, config.structure_column)
     if len(set(labels.tolist())) < 2:
         raise ValueError("training needs both classes (0 and 1) among the valid rows")
-    parts = stratified_split(labels, config.split, config.seed)
+    if config.split_column:
+        parts = _table_split(frame, config.split_column, positions)
+    else:
+        parts = stratified_split(labels, config.split, config.seed)
     split_names = np.empty(len(ids), dtype=object)
     for name, idx in parts.items():
         split_names[idx] = name
@@ -242,10 +271,14 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
     val_dl = DataLoader(val_ds, batch_size=config.batch_size, collate_fn=collate)
     module = VoxelClassifier(hidden_activation=config.hidden_activation, lr=config.lr)
     best = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss",
-                                               mode="min", save_top_k=1, save_last=True, enable_version_counter=False)
+                                               mode="min", save_top_k=1, enable_version_counter=False)
+    # A checkpoint of its own for the latest epoch: Lightning's save_last on the monitored one only
+    # writes when the validation loss improves, so a run killed on a plateau lost every epoch since.
+    latest = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None,
+                                                 save_top_k=1, enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
-        callbacks=[best, EpochState(train_ds, shuffle, run_dir / "history.csv")],
+        callbacks=[best, latest, EpochState(train_ds, shuffle, run_dir / "history.csv")],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         max_time=None if config.max_minutes is None else {"minutes": config.max_minutes},
         default_root_dir=run_dir,
