@@ -78,6 +78,7 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
         typer.echo(f"wrote {out} ({len(pages)} pages)", err=True)
 
     register_evaluation(app)
+    register_bias_study(reproduce_app)
 
     @app.command()
     def mitigate(
@@ -267,3 +268,33 @@ def register_evaluation(app: typer.Typer) -> None:
         from cosynth.evaluate.ensemble import study_table
 
         typer.echo(study_table(result).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def register_bias_study(reproduce_app: typer.Typer) -> None:
+    @reproduce_app.command("bias-study")
+    def bias_study(
+        out: Path = typer.Option(Path("reports/bias-study"), "--output", "-o", help="Report folder."),
+        quick: bool = typer.Option(False, "--quick", help="Tiny subsets and 2 epochs: checks the pipeline in minutes."),
+        work: Optional[Path] = typer.Option(
+            None, help="Work folder for tables, models and prediction caches (default runs/bias-study[-quick]); "
+                       "re-running resumes from it."),
+        data: Optional[Path] = typer.Option(None, help="The shared data folder (default ../shared/data)."),
+        epochs: Optional[int] = typer.Option(None, help="Epochs for every model (default: mixed 40, single 60, mixed-volnorm 40; quick 2)."),
+        max_train_minutes: Optional[float] = typer.Option(
+            None, help="Stop each training after this wall time; the next run resumes it."),
+        ensemble: Optional[int] = typer.Option(None, help="Rotations per prediction (default 20; quick 2)."),
+        workers: Optional[int] = typer.Option(None, help="Prediction worker processes (results do not depend on it)."),
+    ) -> None:
+        """Reproduce the data-bias study: datasets, audit, three models, swapped/compressed tests, Table I, report."""
+        from cosynth.experiments.bias_study import _cli_config, reproduce
+
+        config = _cli_config(quick, epochs=epochs, max_train_minutes=max_train_minutes, ensemble=ensemble,
+                             workers=workers)
+        try:
+            result = reproduce(out, work=work, data_root=data, config=config)
+        except (ValueError, FileNotFoundError) as err:
+            _fail(str(err))
+        for line in result["interpretation"]:
+            typer.echo(line)
+        total = sum(v["seconds"] for v in result["stage_seconds"].values())
+        typer.echo(f"wrote {out}/index.html, README.md and bias_study.json ({total / 60:.1f} min of stages in total)")

@@ -1,0 +1,137 @@
+"""`cosynth reproduce bias-study`: the quick run end to end on the real shared data, plus the
+pieces that turn numbers into the report (pairing with the paper, resumption, sentences)."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cosynth.cli import app
+from cosynth.experiments import bias_study as bs
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_quick_study_runs_every_stage_and_resumes_without_retraining(shared_path, tmp_path):
+    shared_path("data/mp_synth_structures/mp_structures_labelled.csv.gz")
+    out, work = tmp_path / "report", tmp_path / "work"
+    args = ["reproduce", "bias-study", "--quick", "-o", str(out), "--work", str(work),
+            "--data", str(shared_path("data"))]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "bias_study.json").read_text())
+    assert report["quick"] and "QUICK RUN" in report["deviations"][0]
+    # every experiment of the paper has our numbers beside the paper's, plus the mitigation arm
+    experiments = [(r["experiment"], r["model"], r["test"]) for r in report["comparison"]]
+    assert len(experiments) == len(bs.PAPER_RESULTS) + 4
+    assert sum(e.startswith("mitigation") for e, _, _ in experiments) == 4
+    for row in report["comparison"]:
+        assert row["n"] and row["n"] > 0
+        for m in ("accuracy", "recall", "specificity"):
+            v = row["ours"][m]
+            assert v is None or 0.0 <= v <= 1.0
+    paper_own_single = next(r for r in report["comparison"] if r["model"] == "single" and r["test"] == "single test")
+    assert paper_own_single["paper"]["roc_auc"] == 0.862
+    assert {r["model"] for r in report["cross_evaluation"]} == set(bs.ARMS)
+    assert {r["table"] for r in report["cross_evaluation"]} == set(bs.TEST_TABLES)
+    assert sorted({r["volume_factor"] for r in report["compression"]}) == [0.45, 1.0]
+    assert report["density_mean"]["0.45"] > report["density_mean"]["1.0"] * 2
+    assert all(t["epochs_run"] == 2 for t in report["training"].values())
+    assert [r["E"] for r in report["ensemble_study"]["rows"]] == [1, 2, 4]
+    stages = report["stage_seconds"]
+    for stage in ("build datasets", "audit", "train mixed", "train single", "train mixed-volnorm",
+                  "cross-evaluation", "compression", "ensemble-size study"):
+        assert stages[stage]["seconds"] >= 0 and stages[stage]["runs"] == 1
+    # the audit sees the planted density bias of the generated negatives
+    assert report["audit_verdicts"]["mixed_source"]["packing_fraction"] == "bias"
+    for page in ("index.html", "summary.html", "README.md", "cross/cross_evaluation.html",
+                 "compression/volume_sweep.html", "ensemble/ensemble_study.html", "evaluate/mixed/evaluate.html",
+                 "audit/mixed_source/audit.html", "figures/learning_single.png"):
+        assert (out / page).stat().st_size > 500, page
+    readme = (out / "README.md").read_text()
+    assert "0.862" in readme and "What differs from the paper" in readme and "| mixed | 2 |" in readme
+
+    # a second run reuses every model and cached prediction instead of recomputing them
+    models = {arm: (work / "models" / arm / "model.pt").stat().st_mtime_ns for arm in bs.ARMS}
+    caches = sorted((work / "predictions").glob("*.csv"))
+    assert caches
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert models == {arm: (work / "models" / arm / "model.pt").stat().st_mtime_ns for arm in bs.ARMS}
+    assert sorted((work / "predictions").glob("*.csv")) == caches
+    again = json.loads((out / "bias_study.json").read_text())
+    assert again["comparison"] == report["comparison"]
+    assert again["stage_seconds"]["train mixed"]["runs"] == 2
+
+
+def _cross(rows):
+    return pd.DataFrame([{"model": m, "table": t, "n": 10, "roc_auc": a, "accuracy": 0.5, "precision": 0.5,
+                          "recall": r, "specificity": s} for m, t, a, r, s in rows])
+
+
+def test_comparison_pairs_each_paper_experiment_with_our_cell():
+    cross = _cross([("mixed", "mixed test", 0.99, 0.97, 0.9), ("mixed", "single test", 0.55, 0.2, 0.8),
+                    ("single", "single test", 0.7, 0.8, 0.5), ("single", "mixed test", 0.6, 0.7, 0.3)])
+    sweep = pd.DataFrame([{"model": "mixed", "volume_factor": 0.45, "n": 10, "roc_auc": 0.5, "accuracy": 0.4,
+                           "precision": 0.4, "recall": 0.05, "specificity": 0.9},
+                          {"model": "single", "volume_factor": 0.45, "n": 10, "roc_auc": 0.6, "accuracy": 0.5,
+                           "precision": 0.5, "recall": 0.92, "specificity": 0.2}])
+    rows = bs.comparison_rows(cross, sweep)
+    by = {(r["experiment"], r["model"]): r for r in rows}
+    assert by[("own test set", "mixed")]["ours"]["roc_auc"] == 0.99
+    assert by[("own test set", "mixed")]["paper"]["roc_auc"] == 0.995
+    assert by[("swapped test set", "mixed")]["ours"]["specificity"] == 0.8
+    assert by[("compression (volume −55 %)", "mixed")]["ours"]["recall"] == 0.05
+    assert by[("compression (volume −55 %)", "single")]["ours"]["recall"] == 0.92
+    # the mitigation arm was not run here: its cells are empty, not borrowed from another model
+    mitigation = [r for r in rows if r["model"] == "mixed-volnorm"]
+    assert len(mitigation) == 4 and all(v is None for r in mitigation for v in r["ours"].values())
+    frame = bs.comparison_frame(rows)
+    assert frame.loc[0, "roc_auc"] == "0.990 (0.995)"
+
+
+def test_interpretation_reads_the_numbers():
+    cross = _cross([("mixed", "mixed test", 0.991, 0.97, 0.9), ("mixed", "single test", 0.512, 0.96, 0.04),
+                    ("single", "single test", 0.701, 0.8, 0.5), ("mixed-volnorm", "mixed-volnorm test", 0.6, 0.9, 0.2),
+                    ("mixed-volnorm", "single test", 0.52, 0.9, 0.1)])
+    sweep = pd.DataFrame([{"model": m, "volume_factor": 0.45, "roc_auc": 0.5, "recall": r}
+                          for m, r in (("mixed", 0.13), ("single", 0.95), ("mixed-volnorm", 0.88))])
+    audits = {"mixed_source": {"descriptors": {"density": {"verdict": "bias"}, "mass": {"verdict": "ok"}}}}
+    text = " ".join(bs.interpretation(cross, sweep, audits))
+    assert "0.991" in text and "0.512" in text and "from 0.96 to 0.13" in text
+    assert "0.701" in text and "to 0.95" in text and "recall 0.88" in text
+    assert "bias flagged on density." in text
+
+
+def test_a_run_is_finished_only_after_its_model_was_exported(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    pd.DataFrame({"epoch": [0, 1]}).to_csv(run / "history.csv", index=False)
+    (run / "checkpoints" / "last.ckpt").write_text("x")
+    assert not bs._finished(run, 2, False)  # no model yet
+    (run / "model.pt").write_text("m")
+    os.utime(run / "model.pt", ns=(2_000_000_000_000_000_000, 2_000_000_000_000_000_000))
+    assert bs._finished(run, 2, False)
+    assert not bs._finished(run, 5, False)  # more epochs asked for: resume
+    assert bs._finished(run, 5, True)  # stopped on its time cap: a finished run
+    os.utime(run / "checkpoints" / "last.ckpt", ns=(3_000_000_000_000_000_000, 3_000_000_000_000_000_000))
+    assert not bs._finished(run, 2, False)  # checkpoint newer than the model: interrupted
+
+
+def test_quick_config_is_small_and_overrides_apply_to_every_arm():
+    quick = bs._cli_config(True)
+    assert quick.is_quick and set(quick.epochs) == set(bs.ARMS) and max(quick.epochs.values()) == 2
+    full = bs._cli_config(False, epochs=7, ensemble=5)
+    assert not full.is_quick and full.epochs == {arm: 7 for arm in bs.ARMS} and full.ensemble == 5
+    assert np.all(np.diff(full.ensemble_sizes) > 0) and max(full.ensemble_sizes) <= full.ensemble_pool
