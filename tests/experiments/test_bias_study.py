@@ -132,6 +132,11 @@ def test_a_run_is_finished_only_after_its_model_was_exported(tmp_path):
 def test_quick_config_is_small_and_overrides_apply_to_every_arm():
     quick = bs._cli_config(True)
     assert quick.is_quick and set(quick.epochs) == set(bs.ARMS) and max(quick.epochs.values()) == 2
-    full = bs._cli_config(False, epochs=7, ensemble=5)
+    full = bs._cli_config(False, epochs="7", ensemble=5)
     assert not full.is_quick and full.epochs == {arm: 7 for arm in bs.ARMS} and full.ensemble == 5
+    per_arm = bs._cli_config(False, epochs="mixed=80, single=9")
+    assert per_arm.epochs == {"mixed": 80, "single": 9, "mixed-volnorm": bs.StudyConfig().epochs["mixed-volnorm"]}
+    for bad in ("mixd=3", "0", "mixed=x"):
+        with pytest.raises(ValueError):
+            bs._cli_config(False, epochs=bad)
     assert np.all(np.diff(full.ensemble_sizes) > 0) and max(full.ensemble_sizes) <= full.ensemble_pool

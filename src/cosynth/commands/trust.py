@@ -279,7 +279,9 @@ def register_bias_study(reproduce_app: typer.Typer) -> None:
             None, help="Work folder for tables, models and prediction caches (default runs/bias-study[-quick]); "
                        "re-running resumes from it."),
         data: Optional[Path] = typer.Option(None, help="The shared data folder (default ../shared/data)."),
-        epochs: Optional[int] = typer.Option(None, help="Epochs for every model (default: mixed 40, single 60, mixed-volnorm 40; quick 2)."),
+        epochs: Optional[str] = typer.Option(
+            None, help="Epochs for every model (e.g. 50) or per model (e.g. mixed=80,single=60); "
+                       "default mixed 40, single 60, mixed-volnorm 40; quick 2."),
         max_train_minutes: Optional[float] = typer.Option(
             None, help="Stop each training after this wall time; the next run resumes it."),
         ensemble: Optional[int] = typer.Option(None, help="Rotations per prediction (default 20; quick 2)."),
@@ -288,9 +290,9 @@ def register_bias_study(reproduce_app: typer.Typer) -> None:
         """Reproduce the data-bias study: datasets, audit, three models, swapped/compressed tests, Table I, report."""
         from cosynth.experiments.bias_study import _cli_config, reproduce
 
-        config = _cli_config(quick, epochs=epochs, max_train_minutes=max_train_minutes, ensemble=ensemble,
-                             workers=workers)
         try:
+            config = _cli_config(quick, epochs=epochs, max_train_minutes=max_train_minutes, ensemble=ensemble,
+                                 workers=workers)
             result = reproduce(out, work=work, data_root=data, config=config)
         except (ValueError, FileNotFoundError) as err:
             _fail(str(err))

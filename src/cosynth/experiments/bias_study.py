@@ -74,9 +74,9 @@ class StudyConfig:
     batch_size: int = 16
     max_train_minutes: float | None = None  # per model and run; a later run resumes
     ensemble: int = 20  # rotations per prediction in every evaluation
-    volume_factors: tuple[float, ...] = (0.45, 0.7, 1.0)
-    ensemble_sizes: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 50, 75, 100)
-    ensemble_pool: int = 100
+    volume_factors: tuple[float, ...] = (0.45, 1.0)  # `cosynth stress volume` sweeps more factors
+    ensemble_sizes: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 50)
+    ensemble_pool: int = 64
     ensemble_repeats: int = 10
     mixed_formulas: int = 108
     quick_rows_per_cell: int | None = None  # quick mode: rows kept per (split, label)
@@ -520,5 +520,29 @@ def _markdown(result: dict, table: pd.DataFrame, ens_rows: pd.DataFrame, trainin
 def _cli_config(quick: bool, **overrides) -> StudyConfig:
     config = StudyConfig.quick() if quick else StudyConfig()
     if overrides.get("epochs") is not None:
-        overrides["epochs"] = {arm: overrides["epochs"] for arm in ARMS}
+        overrides["epochs"] = parse_epochs(overrides["epochs"], config.epochs)
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def parse_epochs(text, defaults: dict) -> dict:
+    """``"50"`` (every arm) or ``"mixed=80,single=60"`` (the others keep their defaults)."""
+    text = str(text).strip()
+    if "=" not in text:
+        return {arm: _positive_int(text) for arm in ARMS}
+    out = dict(defaults)
+    for item in text.split(","):
+        arm, _, value = item.partition("=")
+        if arm.strip() not in ARMS:
+            raise ValueError(f"unknown model {arm.strip()!r} in --epochs; models: {', '.join(ARMS)}")
+        out[arm.strip()] = _positive_int(value)
+    return out
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"--epochs needs whole numbers, not {text!r}") from None
+    if value < 1:
+        raise ValueError(f"--epochs must be at least 1, not {value}")
+    return value
