@@ -140,3 +140,15 @@ def test_quick_config_is_small_and_overrides_apply_to_every_arm():
         with pytest.raises(ValueError):
             bs._cli_config(False, epochs=bad)
     assert np.all(np.diff(full.ensemble_sizes) > 0) and max(full.ensemble_sizes) <= full.ensemble_pool
+
+
+def test_stage_times_add_up_across_processes(tmp_path):
+    path = tmp_path / "stages.json"
+    first, second = bs.Stages.load(path), bs.Stages.load(path)  # two runners started together
+    first.run("cross-evaluation", lambda: None)
+    second.run("cross-evaluation", lambda: None)
+    second.run("compression", lambda: None)
+    first.run("audit", lambda: None)
+    on_disk = json.loads(path.read_text())
+    assert on_disk["cross-evaluation"]["runs"] == 2
+    assert on_disk["compression"]["runs"] == 1 and on_disk["audit"]["runs"] == 1

@@ -107,11 +107,18 @@ class Stages:
     def run(self, name: str, fn):
         t0 = time.perf_counter()
         result = fn()
+        elapsed = time.perf_counter() - t0
+        # re-read before adding: stages may run in several processes at once (e.g. one model's
+        # evaluation while another still trains); each adds its own time to what is on disk
+        if self.path.exists():
+            self.seconds = json.loads(self.path.read_text())
         entry = self.seconds.setdefault(name, {"seconds": 0.0, "runs": 0})
-        entry["seconds"] = round(entry["seconds"] + time.perf_counter() - t0, 2)
+        entry["seconds"] = round(entry["seconds"] + elapsed, 2)
         entry["runs"] += 1
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.seconds, indent=2))
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.seconds, indent=2))
+        tmp.replace(self.path)
         return result
 
 
