@@ -439,7 +439,8 @@ def write_report(out: Path, work: Path, config: StudyConfig, paths, audits, runs
         ens_rows["paper consistent %"] = ens_rows["E"].map(paper_pct)
         page.table(ens_rows[["E", "inconsistent", "consistent_pct", "paper consistent %", "mean_std_inconsistent"]])
     page.heading("Wall time per stage")
-    page.table(pd.DataFrame([{"stage": k, "seconds": v["seconds"], "runs": v["runs"]} for k, v in stages.seconds.items()]))
+    page.paragraph(STAGE_NOTE)
+    page.table(stage_frame(stages.seconds, training))
     page.heading("Datasets")
     page.table(pd.DataFrame([{"dataset": k, **{kk: vv for kk, vv in v.items() if kk != "split"}} for k, v in data.items()]))
     summary_html = page.write(out / "summary.html")
@@ -463,6 +464,22 @@ def write_report(out: Path, work: Path, config: StudyConfig, paths, audits, runs
     write_json(out / "bias_study.json", result)
     atomic_write_text(out / "README.md", _markdown(result, table, ens_rows, training))
     return result
+
+
+STAGE_NOTE = ("Seconds summed over every run of each stage (a stopped study resumes, and stages may run in "
+              "parallel processes). For training, `epochs (history.csv)` is the time spent in the epochs "
+              "themselves, wherever they ran; the stage column counts the rest (model export, test predictions, "
+              "training-domain features) and any epochs run inside this command; it is 0 when all of that ran in a "
+              "separate process.")
+
+
+def stage_frame(seconds: dict, training: dict) -> pd.DataFrame:
+    rows = []
+    for name, v in seconds.items():
+        arm = name[len("train "):] if name.startswith("train ") else None
+        rows.append({"stage": name, "seconds": v["seconds"], "runs": v["runs"],
+                     "epochs (history.csv)": training[arm]["train_seconds"] if arm in training else None})
+    return pd.DataFrame(rows)
 
 
 def _deviations(config: StudyConfig, data: dict, training: dict) -> list[str]:
@@ -497,8 +514,7 @@ def _markdown(result: dict, table: pd.DataFrame, ens_rows: pd.DataFrame, trainin
                                            (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in r) + " |")
         return "\n".join(lines)
 
-    stage_df = pd.DataFrame([{"stage": k, "seconds": v["seconds"], "minutes": round(v["seconds"] / 60, 1)}
-                             for k, v in result["stage_seconds"].items()])
+    stage_df = stage_frame(result["stage_seconds"], training)
     data_df = pd.DataFrame([{"dataset": k, "rows": v["rows"], "positives": v["positives"],
                              "negatives": v["negatives"], "formulas": v["formulas"]}
                             for k, v in result["datasets"].items()])
@@ -520,7 +536,7 @@ def _markdown(result: dict, table: pd.DataFrame, ens_rows: pd.DataFrame, trainin
              "## Ensemble size (Table I, single-source model)", "",
              md(ens_rows[[c for c in ("E", "inconsistent", "consistent_pct", "paper consistent %",
                                       "mean_std_inconsistent") if c in ens_rows.columns]]) if len(ens_rows) else "–",
-             "", "## Datasets", "", md(data_df), "", "## Wall time per stage", "", md(stage_df), ""]
+             "", "## Datasets", "", md(data_df), "", "## Wall time per stage", "", STAGE_NOTE, "", md(stage_df), ""]
     return "\n".join(parts)
 
 
