@@ -87,7 +87,9 @@ def test_run_dir_contents_and_model_file(small_table, tmp_path):
     for name in ("split.csv", "history.csv", "model.pt", "metrics.json", "config.json"):
         assert (run / name).exists(), name
     hist = pd.read_csv(run / "history.csv")
-    assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc"} <= set(hist.columns)
+    assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "active_conv2", "active_conv3"} <= set(hist.columns)
+    assert ((hist.active_conv2 > 0) & (hist.active_conv2 <= 1)).all()  # a freshly initialised network is alive
+    assert "warning" not in metrics
     split = pd.read_csv(run / "split.csv")
     assert set(split.split) == {"train", "val", "test"}
     assert metrics["n_test"] == (split.split == "test").sum()
@@ -136,3 +138,28 @@ def test_loss_weights_change_training_and_bad_weights_are_row_errors(small_table
     assert any(not torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="weight column 'nope'"):
         train_voxel(df, tmp_path / "x", config(epochs=1, weight_column="nope"), progress=False)
+
+
+def test_a_collapsed_network_is_measured_and_named():
+    """Dead convolutions (every ReLU off: no gradient, one score for every crystal) show up in the
+    activity the trainer records, and the note tells the user what to change."""
+    from pymatgen.core import Lattice, Structure
+
+    from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
+    from cosynth.represent.voxel import CrystalImager
+    from cosynth.training.voxel import collapse_note
+
+    torch.manual_seed(0)
+    net = VoxelCNN().train()
+    salt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    batch = SparseBatch.from_images([CrystalImager.from_structure(salt).image(np.array([0.1, 0.2, 0.3]), "haar")])
+    net(batch)
+    assert net.activity["conv2"] > 0.01 and net.activity["conv3"] > 0.01
+    with torch.no_grad():
+        net.conv2.bias.fill_(-10.0)
+    net(batch)
+    assert net.activity["conv2"] == 0.0
+    note = collapse_note({"epoch": 3, "active_conv2": 0.0, "active_conv3": 0.4})
+    assert "epoch 3" in note and "conv2 0.00 %" in note and "--lr" in note and "conv3" not in note
+    assert collapse_note({"epoch": 3, "active_conv2": 0.3, "active_conv3": 0.4}) is None
+    assert collapse_note({"epoch": 0, "train_loss": 0.69}) is None  # histories from before the columns existed

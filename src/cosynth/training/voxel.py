@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -186,6 +187,9 @@ def _lightning():
             acc = ((logits > 0).float() == y).float().mean()
             self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
             self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, batch_size=len(y))
+            if stage == "train":
+                for layer, share in self.model.activity.items():
+                    self.log(f"active_{layer}", share, on_step=False, on_epoch=True, batch_size=len(y))
             return loss
 
         def training_step(self, batch, _):
@@ -203,6 +207,7 @@ def _lightning():
         def __init__(self, dataset, sampler, history: Path):
             self.dataset, self.sampler, self.history = dataset, sampler, history
             self.t0 = time.perf_counter()
+            self.warned = False
 
         def on_train_epoch_start(self, trainer, module):
             self.dataset.epoch = self.sampler.epoch = trainer.current_epoch
@@ -216,12 +221,30 @@ def _lightning():
         def on_train_epoch_end(self, trainer, module):
             m = trainer.callback_metrics
             row = {"epoch": trainer.current_epoch, **{k: float(m[k]) for k in
-                   ("train_loss", "train_acc", "val_loss", "val_acc") if k in m},
+                   ("train_loss", "train_acc", "val_loss", "val_acc", *ACTIVITY_COLUMNS) if k in m},
                    "seconds": round(time.perf_counter() - self.t0, 2)}
+            if (note := collapse_note(row)) and not self.warned:
+                self.warned = True
+                warnings.warn(note, stacklevel=1)
             hist = pd.read_csv(self.history) if self.history.exists() else pd.DataFrame()
             _atomic_csv(pd.concat([hist, pd.DataFrame([row])], ignore_index=True), self.history)
 
     return L, VoxelClassifier, EpochState
+
+
+ACTIVITY_COLUMNS = ("active_conv2", "active_conv3")
+DEAD_SHARE = 0.01
+
+
+def collapse_note(row) -> str | None:
+    """A plain warning when the convolutions have died during training (so few ReLUs fire that
+    no gradient reaches them: every crystal gets the same score from then on), else None."""
+    dead = [c for c in ACTIVITY_COLUMNS if c in row and float(row[c]) < DEAD_SHARE]
+    if not dead:
+        return None
+    shares = ", ".join(f"{c.removeprefix('active_')} {100 * float(row[c]):.2f} %" for c in dead)
+    return (f"epoch {int(row['epoch'])}: the network has collapsed ({shares} of ReLUs active): it gives every "
+            "crystal the same score and cannot recover; retrain with a lower --lr (e.g. 1e-4)")
 
 
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
@@ -308,6 +331,8 @@ def finalize_run(run_dir: Path, config: TrainConfig, table: str, ids, structures
     metrics = binary_metrics(labels[test_idx], pred.crystals["likelihood"].to_numpy())
     metrics.update({"test_ensemble": config.test_ensemble, "n_test": int(len(test_idx)),
                     "best_epoch": int(hist.loc[hist.val_loss.idxmin(), "epoch"]), "epochs_run": int(len(hist))})
+    if note := collapse_note(hist.iloc[-1]):
+        metrics["warning"] = note
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     provenance = {"trained_by": "cosynth train voxel", "table": table,
                   "config": {**asdict(config)}, "n_train": int(len(parts["train"])), "n_val": int(len(parts["val"])),

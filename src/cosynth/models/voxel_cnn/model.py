@@ -75,6 +75,9 @@ class VoxelCNN(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.head = nn.Sequential(*layers)
         self.path = "sparse"
+        # share of conv2/conv3 ReLUs that fire, from the latest training batch: near 0 means the
+        # network has died (no gradient reaches the convolutions) and can no longer learn
+        self.activity: dict[str, float] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -92,8 +95,12 @@ class VoxelCNN(nn.Module):
         ``with_features`` also returns the last hidden layer (the model's latent description of
         the crystal, used for the applicability-domain score)."""
         x = x.contiguous(memory_format=torch.channels_last_3d)
-        x = nn.functional.max_pool3d(torch.relu(self.conv2(x)), 4)
-        x = nn.functional.max_pool3d(torch.relu(self.conv3(x)), 4)
+        a2 = torch.relu(self.conv2(x))
+        x = nn.functional.max_pool3d(a2, 4)
+        a3 = torch.relu(self.conv3(x))
+        if self.training:
+            self.activity = {"conv2": float((a2 > 0).float().mean()), "conv3": float((a3 > 0).float().mean())}
+        x = nn.functional.max_pool3d(a3, 4)
         x = x.permute(0, 2, 3, 4, 1).reshape(x.shape[0], -1)  # channels-last flatten (Keras order)
         if not with_features:
             return self.head(x).squeeze(-1)
