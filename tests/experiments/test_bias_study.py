@@ -73,6 +73,17 @@ def test_quick_study_runs_every_stage_and_resumes_without_retraining(shared_path
     again = json.loads((out / "bias_study.json").read_text())
     assert again["comparison"] == report["comparison"]
     assert again["stage_seconds"]["train mixed"]["runs"] == 2
+    assert again["ensemble_study"] == report["ensemble_study"]
+
+    # a retrained single-source model gets a fresh Table I, never the stale cached one
+    study = out / "ensemble" / "ensemble_study.json"
+    stale = json.loads(study.read_text())["fingerprint"]
+    model = work / "models" / "single" / "model.pt"
+    os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 10**9))
+    tables = {key: work / "data" / f"{key}.parquet" for key in bs.TEST_TABLES.values()}
+    fresh = bs.ensemble_size(work / "models" / "single", bs.test_tables(tables), out, bs.StudyConfig.quick())
+    assert fresh["fingerprint"] != stale
+    assert json.loads(study.read_text())["fingerprint"] == fresh["fingerprint"]
 
 
 def _cross(rows):

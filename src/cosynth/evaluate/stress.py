@@ -25,7 +25,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text))[:80]
 
 
-def _fingerprint(model, table) -> str:
+def cache_fingerprint(model, table) -> str:
     """Short digest of what a cached prediction depends on besides E and seed: the model file
     (path, size, modification time) and the table's ids and structures, so a retrained model or
     an edited table under the same name is never served stale predictions."""
@@ -64,7 +64,7 @@ def table_predictions(model_name: str, model, net, table_name: str, table, *, en
     """Predictions of one model on one table, read from ``cache`` when an earlier run (of any
     command using this key) already computed them. ``model`` is the path or object the
     fingerprint is taken from, ``net`` the loaded network."""
-    key = f"{model_name}__{table_name}__E{ensemble}_s{seed}_{_fingerprint(model, table)}"
+    key = f"{model_name}__{table_name}__E{ensemble}_s{seed}_{cache_fingerprint(model, table)}"
     return _cached_predictions(cache, key, lambda: predict_table(
         net, table, ensemble=ensemble, seed=seed, threshold=threshold, workers=workers))
 
@@ -150,7 +150,7 @@ def volume_sweep(models: dict, table, label: str, *, factors=DEFAULT_FACTORS, en
                 rows.append({"model": mname, "volume_factor": 1.0,
                              **_metric_row(y, pred["likelihood"].to_numpy(float), threshold)})
                 continue
-            key = f"{mname}__volume{f:g}__E{ensemble}_s{seed}_{_fingerprint(models[mname], tab)}"
+            key = f"{mname}__volume{f:g}__E{ensemble}_s{seed}_{cache_fingerprint(models[mname], tab)}"
             pred = _cached_predictions(cache, key, lambda: predict_table(
                 net, tab, structures=scaled, ensemble=ensemble, seed=seed, threshold=threshold, workers=workers))
             rows.append({"model": mname, "volume_factor": float(f),

@@ -256,20 +256,25 @@ def ensemble_size(run: Path, tests: dict, report: Path, config: StudyConfig) -> 
     from cosynth.evaluate.ensemble import ensemble_study, write_study
     from cosynth.models.store import load_model
 
+    from cosynth.evaluate.stress import cache_fingerprint
+
     out = report / "ensemble"
     cached = out / "ensemble_study.json"
+    table = tests["single test"]
+    fingerprint = cache_fingerprint(run / "model.pt", table)  # a retrained model or edited table reruns it
     if cached.exists():
         result = json.loads(cached.read_text())
         if result.get("pool_size") == config.ensemble_pool and result.get("repeats") == config.ensemble_repeats \
-                and [r["E"] for r in result["rows"]] == list(config.ensemble_sizes):
+                and [r["E"] for r in result["rows"]] == list(config.ensemble_sizes) \
+                and result.get("fingerprint") == fingerprint:
             return result
-    table = tests["single test"]
     keep = table.has_structure()
     structures = [s for s, k in zip(table.structures(), keep) if k]
     ids = table.frame["id"].astype(str)[keep].tolist()
     net, _ = load_model(run / "model.pt")
     result = ensemble_study(net, structures, ids, sizes=config.ensemble_sizes, repeats=config.ensemble_repeats,
                             seed=config.seed, mode="pool", pool_size=config.ensemble_pool)
+    result["fingerprint"] = fingerprint
     write_study(result, out)
     return result
 
