@@ -48,6 +48,8 @@ def test_quick_study_runs_every_stage_and_resumes_without_retraining(shared_path
     assert sorted({r["volume_factor"] for r in report["compression"]}) == [0.45, 1.0]
     assert report["density_mean"]["0.45"] > report["density_mean"]["1.0"] * 2
     assert all(t["epochs_run"] == 2 for t in report["training"].values())
+    assert {arm: t["lr"] for arm, t in report["training"].items()} == bs.StudyConfig().lr
+    assert all(0 <= t["active_conv2"] <= 1 for t in report["training"].values())
     assert [r["E"] for r in report["ensemble_study"]["rows"]] == [1, 2, 4]
     stages = report["stage_seconds"]
     for stage in ("build datasets", "audit", "train mixed", "train single", "train mixed-volnorm",
@@ -151,6 +153,21 @@ def test_quick_config_is_small_and_overrides_apply_to_every_arm():
         with pytest.raises(ValueError):
             bs._cli_config(False, epochs=bad)
     assert np.all(np.diff(full.ensemble_sizes) > 0) and max(full.ensemble_sizes) <= full.ensemble_pool
+    assert bs._cli_config(False, lr="3e-4").lr == {arm: 3e-4 for arm in bs.ARMS}
+    assert bs._cli_config(False, lr="single=5e-5").lr == {**bs.StudyConfig().lr, "single": 5e-5}
+    for bad in ("-1", "single=x", "mixd=1e-3"):
+        with pytest.raises(ValueError, match="--lr"):
+            bs._cli_config(False, lr=bad)
+
+
+def test_a_model_trained_at_another_learning_rate_is_never_reused(tmp_path):
+    run = tmp_path / "single"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"lr": 1e-3}))
+    bs._check_same_lr(run, 1e-3)
+    with pytest.raises(ValueError, match="trained with lr 0.001, not the 0.0001"):
+        bs._check_same_lr(run, 1e-4)
+    bs._check_same_lr(tmp_path / "not-trained-yet", 1e-4)
 
 
 def test_stage_times_add_up_across_processes(tmp_path):

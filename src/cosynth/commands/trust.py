@@ -281,7 +281,10 @@ def register_bias_study(reproduce_app: typer.Typer) -> None:
         data: Optional[Path] = typer.Option(None, help="The shared data folder (default ../shared/data)."),
         epochs: Optional[str] = typer.Option(
             None, help="Epochs for every model (e.g. 50) or per model (e.g. mixed=80,single=60); "
-                       "default mixed 40, single 60, mixed-volnorm 40; quick 2."),
+                       "default mixed 40, single 100, mixed-volnorm 40; quick 2."),
+        lr: Optional[str] = typer.Option(
+            None, "--lr", help="Adam learning rate for every model (e.g. 1e-4) or per model (e.g. mixed=1e-3); "
+                               "default mixed 1e-3, single 1e-4, mixed-volnorm 1e-4."),
         max_train_minutes: Optional[float] = typer.Option(
             None, help="Stop each training after this wall time; the next run resumes it."),
         ensemble: Optional[int] = typer.Option(None, help="Rotations per prediction (default 20; quick 2)."),
@@ -291,7 +294,7 @@ def register_bias_study(reproduce_app: typer.Typer) -> None:
         from cosynth.experiments.bias_study import _cli_config, reproduce
 
         try:
-            config = _cli_config(quick, epochs=epochs, max_train_minutes=max_train_minutes, ensemble=ensemble,
+            config = _cli_config(quick, epochs=epochs, lr=lr, max_train_minutes=max_train_minutes, ensemble=ensemble,
                                  workers=workers)
             result = reproduce(out, work=work, data_root=data, config=config)
         except (ValueError, FileNotFoundError) as err:
