@@ -118,13 +118,16 @@ def test_interpretation_reads_the_numbers():
     cross = _cross([("mixed", "mixed test", 0.991, 0.97, 0.9), ("mixed", "single test", 0.512, 0.96, 0.04),
                     ("single", "single test", 0.701, 0.8, 0.5), ("mixed-volnorm", "mixed-volnorm test", 0.6, 0.9, 0.2),
                     ("mixed-volnorm", "single test", 0.52, 0.9, 0.1)])
-    sweep = pd.DataFrame([{"model": m, "volume_factor": 0.45, "roc_auc": 0.5, "recall": r}
-                          for m, r in (("mixed", 0.13), ("single", 0.95), ("mixed-volnorm", 0.88))])
+    sweep = pd.DataFrame([{"model": m, "volume_factor": 0.45, "roc_auc": 0.5, "recall": r, "specificity": sp}
+                          for m, r, sp in (("mixed", 0.13, 0.9), ("single", 0.95, 0.2), ("mixed-volnorm", 1.0, 0.0))])
     audits = {"mixed_source": {"descriptors": {"density": {"verdict": "bias"}, "mass": {"verdict": "ok"}}}}
     text = " ".join(bs.interpretation(cross, sweep, audits))
     assert "0.991" in text and "0.512" in text and "from 0.96 to 0.13" in text
-    assert "0.701" in text and "to 0.95" in text and "recall 0.88" in text
+    assert "0.701" in text and "to 0.95" in text and "recall 1.00" in text
     assert "bias flagged on density." in text
+    # recall kept by calling everything positive is named as such, for that model only
+    assert "The mixed-source, volume-normalised model calls (nearly) every compressed crystal positive" in text
+    assert "The single-source model calls" not in text
 
 
 def test_a_run_is_finished_only_after_its_model_was_exported(tmp_path):
