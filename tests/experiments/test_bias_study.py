@@ -183,3 +183,34 @@ def test_stage_times_add_up_across_processes(tmp_path):
     on_disk = json.loads(path.read_text())
     assert on_disk["cross-evaluation"]["runs"] == 2
     assert on_disk["compression"]["runs"] == 1 and on_disk["audit"]["runs"] == 1
+
+
+def test_label_signal_scores_reference_columns_on_test_rows_only(tmp_path):
+    n = 40
+    labels = [i % 2 for i in range(n)]
+    frame = pd.DataFrame({
+        "formula": ["NaCl"] * n, "label": labels,
+        "split": ["test"] * 30 + ["train"] * 10,
+        # a perfect score on test rows; train rows carry the opposite ranking and must be ignored
+        "clscore_pucgcnn": [float(y) if i < 30 else 1.0 - y for i, y in enumerate(labels)],
+        # lower energy above hull = synthesizable, and a third of the rows have no energy at all
+        "e_above_hull": [(0.0 if y else 0.2) if i % 3 else None for i, y in enumerate(labels)],
+    })
+    path = tmp_path / "single.csv"
+    frame.to_csv(path, index=False)
+    rows = {r["score"]: r for r in bs.label_signal(path)}
+    assert set(rows) == {"clscore_pucgcnn", "e_above_hull"}  # no density column, no row
+    assert rows["clscore_pucgcnn"]["roc_auc"] == 1.0 and rows["clscore_pucgcnn"]["test_rows"] == 30
+    assert rows["e_above_hull"]["roc_auc"] == 1.0 and rows["e_above_hull"]["test_rows"] == 20
+
+
+def test_interpretation_puts_the_single_source_auc_beside_the_label_signal():
+    cross = _cross([("mixed", "mixed test", 0.99, 1.0, 0.6), ("mixed", "single test", 0.51, 1.0, 0.0),
+                    ("single", "single test", 0.612, 0.9, 0.1)])
+    sweep = pd.DataFrame([{"model": "single", "volume_factor": 0.45, "roc_auc": 0.5, "recall": 0.2, "specificity": 0.8}])
+    signal = [{"score": "clscore_pucgcnn", "test_rows": 220, "roc_auc": 0.744},
+              {"score": "density_g_cm3", "test_rows": 266, "roc_auc": 0.51}]
+    text = " ".join(bs.interpretation(cross, sweep, {}, signal))
+    assert "clscore_pucgcnn, reaches AUC 0.744 on 220 test crystals (density_g_cm3 0.510)" in text
+    assert "single-source model's 0.612" in text
+    assert "labels carry" not in " ".join(bs.interpretation(cross, sweep, {}))
