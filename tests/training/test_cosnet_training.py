@@ -84,6 +84,18 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(splits, cache, tmp
     assert resumed["test_mae_all"] == pytest.approx(straight["test_mae_all"], rel=1e-6)
 
 
+def test_a_resume_starts_after_the_last_finished_epoch_not_the_best_one(splits, cache, tmp_path):
+    # lr 1 overshoots: validation MAE is best at epoch 1 of 0-2 (deterministic for this seed);
+    # last.ckpt must still be the latest epoch, so a run killed on a plateau loses nothing
+    run = tmp_path / "run"
+    fit(splits, run, _cfg(epochs=3, lr=1.0), cache=cache)
+    ckpt = run / "checkpoints"
+    best = torch.load(ckpt / "best.ckpt", map_location="cpu", weights_only=False)["epoch"]
+    assert torch.load(ckpt / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 2 != best
+    fit(splits, run, _cfg(epochs=4, lr=1.0), cache=cache)
+    assert list(pd.read_csv(run / "history.csv").epoch) == [0, 1, 2, 3]
+
+
 def test_augmentation_is_counted_and_composition_mode_hides_structures(splits, cache, tmp_path):
     aug = fit(splits, tmp_path / "aug", _cfg(mode="bimodal_aug", epochs=1), cache=cache)
     with_structure = int(splits["train"]["cif"].notna().sum())

@@ -31,6 +31,7 @@ from cosynth.models.cosnet.data import (MODES, BimodalDataset, BimodalRows, appl
                                         keep_structure_fraction)
 from cosynth.represent.composition import DEFAULT_EMBEDDING
 from cosynth.represent.graph import GraphCache
+from cosynth.training import run_checkpoints
 
 FAMILIES = ("roost", "cgcnn", "cosnet")
 TASKS = ("regression", "classification")
@@ -294,11 +295,8 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
     module = BimodalModule(config.model, params, scale=scale, task=config.task, lr=config.lr,
                            weight_decay=config.weight_decay, lr_decay=config.lr_decay)
     monitor = "val_mae" if config.task == "regression" else "val_loss"
-    best = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
-                                               mode="min", save_top_k=1, save_last=True,
-                                               enable_version_counter=False)
     trainer = L.Trainer(max_epochs=config.epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
-                        callbacks=[best, EpochState(shuffle, run_dir / "history.csv", verbose)],
+                        callbacks=[*run_checkpoints(run_dir, monitor), EpochState(shuffle, run_dir / "history.csv", verbose)],
                         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
                         max_time=None if config.max_minutes is None else {"minutes": config.max_minutes},
                         default_root_dir=run_dir)

@@ -25,6 +25,7 @@ from cosynth.data.splits import stratified_split
 from cosynth.io import iter_crystals
 from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
 from cosynth.represent.voxel import CrystalImager, crystal_rng, sample_rotations
+from cosynth.training import run_checkpoints
 
 VALIDATION_EPOCH_KEY = 1_000_000  # validation rotations are fixed: they use this "epoch"
 
@@ -293,15 +294,9 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
     train_dl = DataLoader(train_ds, batch_size=config.batch_size, sampler=shuffle, collate_fn=collate)
     val_dl = DataLoader(val_ds, batch_size=config.batch_size, collate_fn=collate)
     module = VoxelClassifier(hidden_activation=config.hidden_activation, lr=config.lr)
-    best = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss",
-                                               mode="min", save_top_k=1, enable_version_counter=False)
-    # A checkpoint of its own for the latest epoch: Lightning's save_last on the monitored one only
-    # writes when the validation loss improves, so a run killed on a plateau lost every epoch since.
-    latest = L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None,
-                                                 save_top_k=1, enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
-        callbacks=[best, latest, EpochState(train_ds, shuffle, run_dir / "history.csv")],
+        callbacks=[*run_checkpoints(run_dir, "val_loss"), EpochState(train_ds, shuffle, run_dir / "history.csv")],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         max_time=None if config.max_minutes is None else {"minutes": config.max_minutes},
         default_root_dir=run_dir,
