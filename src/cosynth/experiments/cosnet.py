@@ -440,7 +440,9 @@ def main(argv=None) -> None:
         df = run_table1(args.dataset, Path(args.out) / args.dataset, modes=args.modes.split(","),
                         seeds=_parse_seeds(args.seeds), config=cfg, data_root=args.data_root,
                         max_train=args.max_train)
-        print(df.filter(regex="mode|seed|test_mae_(all|with|without)").to_string())
+        print(df.filter(regex="mode|seed|best_epoch|test_mae_(all|with|without)").to_string())
+        print("\ntest MAE, mean ± std over seeds:")
+        print(summarize_table1(df).round(4).to_string(index=False))
 
 
 if __name__ == "__main__":
