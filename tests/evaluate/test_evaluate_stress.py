@@ -56,6 +56,20 @@ def test_regression_and_classification_scores_known_values():
     assert evaluate_scores([0.5, 2.0, 3.0], [1, 2, 3])["task"] == "regression"
 
 
+def test_auc_standard_error_matches_the_spread_of_auc_over_resampled_test_sets():
+    from sklearn.metrics import roc_auc_score
+
+    from cosynth.evaluate.metrics import auc_standard_error
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(130), np.zeros(130)]
+    aucs = [roc_auc_score(y, np.r_[rng.normal(0.6, 1, 130), rng.normal(0, 1, 130)]) for _ in range(2000)]
+    se = auc_standard_error(float(np.mean(aucs)), 130, 130)
+    assert 0.03 < se < 0.04  # about ±0.035 for 260 crystals at AUC ~0.66
+    assert se == pytest.approx(np.std(aucs), rel=0.1)
+    assert auc_standard_error(1.0, 130, 130) == 0.0
+
+
 def test_consistency_counts_by_hand():
     means = np.array([[0.6, 0.7, 0.8],    # consistent positive
                       [0.4, 0.45, 0.3],   # consistent negative

@@ -204,6 +204,31 @@ def test_label_signal_scores_reference_columns_on_test_rows_only(tmp_path):
     assert rows["e_above_hull"]["roc_auc"] == 1.0 and rows["e_above_hull"]["test_rows"] == 20
 
 
+def test_structure_descriptor_baseline_learns_on_train_rows_and_scores_test_rows(tmp_path):
+    from pymatgen.core import Lattice, Structure
+
+    from cosynth.data.table import structure_to_cif
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(100):
+        label = i % 2
+        # rock salt whose lattice constant (hence density) gives the label away on train rows; on the
+        # test rows the relation is reversed, so an AUC near 0 proves the model never saw them
+        split = "test" if i >= 70 else "train"
+        big = label == 1 if split == "train" else label == 0
+        a = (5.9 if big else 5.3) + rng.uniform(-0.1, 0.1)
+        cell = Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        rows.append({"id": f"c{i}", "formula": "NaCl", "label": label, "split": split, "cif": structure_to_cif(cell)})
+    path = tmp_path / "single.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    signal = {r["score"]: r for r in bs.label_signal(path, cache_dir=tmp_path / "descriptors")}
+    baseline = signal[bs.STRUCTURE_BASELINE]
+    assert baseline["test_rows"] == 30
+    assert baseline["roc_auc"] < 0.1
+    assert "density" in baseline["meaning"]
+
+
 def test_interpretation_puts_the_single_source_auc_beside_the_label_signal():
     cross = _cross([("mixed", "mixed test", 0.99, 1.0, 0.6), ("mixed", "single test", 0.51, 1.0, 0.0),
                     ("single", "single test", 0.612, 0.9, 0.1)])
@@ -214,3 +239,11 @@ def test_interpretation_puts_the_single_source_auc_beside_the_label_signal():
     assert "clscore_pucgcnn, reaches AUC 0.744 on 220 test crystals (density_g_cm3 0.510)" in text
     assert "single-source model's 0.612" in text
     assert "labels carry" not in " ".join(bs.interpretation(cross, sweep, {}))
+    # the single-source row: 266 test crystals, so its AUC of 0.612 has a standard error of about 0.034
+    cross.loc[cross.model == "single", ["tp", "fn", "tn", "fp"]] = [126, 7, 15, 118]
+    baseline = [{"score": bs.STRUCTURE_BASELINE, "test_rows": 266, "roc_auc": 0.579}]
+    text = " ".join(bs.interpretation(cross, sweep, {}, baseline))
+    assert "reach AUC 0.579 on the single-source test set" in text
+    assert "within twice its standard error (±0.069)" in text and "not shown that it learned more" in text
+    baseline[0]["roc_auc"] = 0.52
+    assert "CNN does better than these coarse features" in " ".join(bs.interpretation(cross, sweep, {}, baseline))

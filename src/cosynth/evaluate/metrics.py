@@ -5,6 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
+    """Standard error of a ROC AUC from its value and class sizes (Hanley & McNeil, Radiology 1982):
+    how far apart two AUCs on a few hundred crystals must be before the difference means anything."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (n_pos * n_neg)
+    return float(np.sqrt(max(var, 0.0)))
+
+
 def binary_metrics(y_true, likelihood, threshold: float = 0.5) -> dict:
     """ROC AUC, accuracy, precision, recall (sensitivity), specificity, F1 and the confusion
     counts at ``threshold``. Undefined ratios (e.g. precision with no positive prediction) are
