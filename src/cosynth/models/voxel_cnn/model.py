@@ -89,23 +89,32 @@ class VoxelCNN(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _tail(self, x: torch.Tensor, with_features: bool = False):
-        """Blocks 2–3 and the dense head, from block 1's pooled output (B, F, 32³).
-
-        ``with_features`` also returns the last hidden layer (the model's latent description of
-        the crystal, used for the applicability-domain score)."""
+    def _conv_tail(self, x: torch.Tensor) -> torch.Tensor:
+        """Blocks 2–3 from block 1's pooled output (B, F, 32³): the (B, F, 2, 2, 2) conv features."""
         x = x.contiguous(memory_format=torch.channels_last_3d)
         a2 = torch.relu(self.conv2(x))
         x = nn.functional.max_pool3d(a2, 4)
         a3 = torch.relu(self.conv3(x))
         if self.training:
             self.activity = {"conv2": float((a2 > 0).float().mean()), "conv3": float((a3 > 0).float().mean())}
-        x = nn.functional.max_pool3d(a3, 4)
+        return nn.functional.max_pool3d(a3, 4)
+
+    def _tail(self, x: torch.Tensor, with_features: bool = False):
+        """Blocks 2–3 and the dense head, from block 1's pooled output (B, F, 32³).
+
+        ``with_features`` also returns the last hidden layer (the model's latent description of
+        the crystal, used for the applicability-domain score)."""
+        x = self._conv_tail(x)
         x = x.permute(0, 2, 3, 4, 1).reshape(x.shape[0], -1)  # channels-last flatten (Keras order)
         if not with_features:
             return self.head(x).squeeze(-1)
         features = self.head[:-1](x)
         return self.head[-1](features).squeeze(-1), features
+
+    def conv_features(self, batch: SparseBatch) -> torch.Tensor:
+        """The convolutions' output (B, F, 2, 2, 2) of sparse images, before the dense head."""
+        return self._conv_tail(sparse_first_block(batch.ijk, batch.values, batch.starts, self.conv1.weight,
+                                                  self.conv1.bias))
 
     def logits_and_features(self, batch: SparseBatch):
         """(logits, last-hidden-layer features) of sparse images."""

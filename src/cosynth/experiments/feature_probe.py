@@ -1,0 +1,131 @@
+"""Linear probe: does a voxel CNN's frozen convolutional output carry a table's label?
+
+When a CNN trained on a dataset stays near chance, two explanations compete: training has not yet
+found the signal (more epochs would help), or the images carry little of it at this data scale.
+The probe separates them from the other side: it freezes the convolutions of any voxel model — a
+random initialisation, the published XIE-SPP weights learned on ~10^5 crystals, a model trained on
+another dataset — and fits only a regularised logistic regression on the train split's
+rotation-averaged features. Validation and test AUCs near 0.5 for all of them say that features of
+this architecture do not make the label linearly visible.
+
+    python -m cosynth.experiments.feature_probe TABLE --model random \\
+        --model xiespp=../shared/reference/xiespp/weights0500.h5 --model mixed=runs/…/model.pt -o probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
+
+ROTATIONS = 3  # per crystal; the features are averaged over them
+
+
+def named_model(spec: str, seed: int = 0) -> tuple[str, VoxelCNN]:
+    """``random`` (Glorot initialisation from ``seed``), ``NAME=file.h5`` (published Keras weights) or
+    ``NAME=model.pt`` / a bundled model name: (name, model in eval mode)."""
+    from cosynth.models.store import load_model
+    from cosynth.models.voxel_cnn.model import load_keras_weights
+
+    if spec == "random":
+        torch.manual_seed(seed)
+        return "random", VoxelCNN().eval()
+    name, _, where = spec.rpartition("=")
+    name = name or Path(where).stem
+    if where.endswith(".h5"):
+        return name, load_keras_weights(VoxelCNN(), where).eval()
+    return name, load_model(where)[0]
+
+
+def conv_features(models: dict[str, VoxelCNN], imagers, ids, *, rotations: int = ROTATIONS, seed: int = 0,
+                  batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Per model, (n, 2F): each filter's max and mean over the final 2³ cells, averaged over ``rotations``
+    seeded random rotations per crystal (the same images for every model)."""
+    from cosynth.represent.voxel import crystal_rng, sample_rotations
+
+    n = len(imagers)
+    out = {name: np.zeros((n, 2 * m.conv3.out_channels)) for name, m in models.items()}
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            rows = range(start, min(start + batch_size, n))
+            for r in range(rotations):
+                images = [imagers[i].image(sample_rotations("haar", 1, crystal_rng(seed, ids[i], r))[0], "haar")
+                          for i in rows]
+                batch = SparseBatch.from_images(images)
+                for name, model in models.items():
+                    x = model.conv_features(batch)
+                    summary = torch.cat([x.amax(dim=(2, 3, 4)), x.mean(dim=(2, 3, 4))], dim=1)
+                    out[name][start:start + len(images)] += summary.numpy() / rotations
+    return out
+
+
+def probe(table, models: dict[str, VoxelCNN], *, label: str = "label", split_column: str = "split",
+          id_column: str | None = None, structure_column: str | None = None, rotations: int = ROTATIONS,
+          seed: int = 0) -> dict:
+    """Train-split logistic regression on each model's frozen features; AUC on the val and test splits.
+
+    Rows whose structure fails validation are counted in ``skipped`` and left out."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from cosynth.represent.voxel import CrystalImager
+    from cosynth.training.voxel import _load_rows, _read_table, _table_split
+
+    frame = _read_table(table)
+    ids, structures, labels, _, errors, positions = _load_rows(frame, label, None, id_column, structure_column)
+    parts = _table_split(frame, split_column, positions)
+    imagers = [CrystalImager.from_structure(s) for s in structures]
+    features = conv_features(models, imagers, ids, rotations=rotations, seed=seed)
+    rows = []
+    for name, X in features.items():
+        train = parts["train"]
+        if len(set(labels[train])) < 2:
+            raise ValueError("the train split needs both classes")
+        clf = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, max_iter=5000, scoring="roc_auc"))
+        with warnings.catch_warnings():  # scikit-learn's notice about its own attribute names
+            warnings.simplefilter("ignore", FutureWarning)
+            clf.fit(X[train], labels[train])
+        row = {"model": name, "features": int(X.shape[1])}
+        for part in ("train", "val", "test"):
+            idx = parts[part]
+            row[f"{part}_auc"] = (round(float(roc_auc_score(labels[idx], clf.predict_proba(X[idx])[:, 1])), 3)
+                                  if len(set(labels[idx])) == 2 else None)
+            row[f"{part}_rows"] = int(len(idx))
+        rows.append(row)
+    return {"rotations": rotations, "seed": seed, "skipped": len(errors), "rows": rows}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("table")
+    ap.add_argument("--model", action="append", required=True,
+                    help="random | NAME=weights.h5 | NAME=model.pt | a bundled model name (repeatable)")
+    ap.add_argument("--label", default="label")
+    ap.add_argument("--split-column", default="split")
+    ap.add_argument("--id-column", default=None)
+    ap.add_argument("--structure-column", default=None)
+    ap.add_argument("--rotations", type=int, default=ROTATIONS)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("-o", "--out", type=Path, help="write the result as JSON here")
+    args = ap.parse_args(argv)
+    models = dict(named_model(spec, args.seed) for spec in args.model)
+    result = probe(args.table, models, label=args.label, split_column=args.split_column, id_column=args.id_column,
+                   structure_column=args.structure_column, rotations=args.rotations, seed=args.seed)
+    result.update(table=str(args.table), models=args.model)
+    print(pd.DataFrame(result["rows"]).to_string(index=False))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
