@@ -83,13 +83,13 @@ def probe(table, models: dict[str, VoxelCNN], *, label: str = "label", split_col
     frame = _read_table(table)
     ids, structures, labels, _, errors, positions = _load_rows(frame, label, None, id_column, structure_column)
     parts = _table_split(frame, split_column, positions)
+    if len(set(labels[parts["train"]])) < 2:
+        raise ValueError("the probe needs both classes in the train split")
     imagers = [CrystalImager.from_structure(s) for s in structures]
     features = conv_features(models, imagers, ids, rotations=rotations, seed=seed)
     rows = []
     for name, X in features.items():
         train = parts["train"]
-        if len(set(labels[train])) < 2:
-            raise ValueError("the train split needs both classes")
         clf = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, max_iter=5000, scoring="roc_auc"))
         with warnings.catch_warnings():  # scikit-learn's notice about its own attribute names
             warnings.simplefilter("ignore", FutureWarning)
