@@ -46,8 +46,8 @@ def test_xiespp_parity_from_cif_files(parity_prediction, parity_rows):
 
 def test_summary_columns_agree_with_per_rotation_rows(parity_prediction):
     crystals, rotations = parity_prediction.crystals, parity_prediction.rotations
-    assert list(crystals.columns) == COLUMNS == ["id", "formula", "likelihood", "std", "n_rotations",
-                                                 "consistent", "label", "status", "error"]
+    assert list(crystals.columns) == COLUMNS == ["id", "formula", "modality", "likelihood", "std", "n_rotations",
+                                                 "consistent", "label", "status", "error", "source"]
     seen_consistent = set()
     for row in crystals.itertuples():
         probs = rotations.loc[rotations["id"] == row.id, "probability"].to_numpy()
@@ -128,6 +128,7 @@ def sample_table() -> pd.DataFrame:
         "id": ["a", "b", "c"], "formula": ["NaCl", None, "Si2"], "likelihood": [0.25, np.nan, 0.875],
         "std": [0.125, np.nan, 0.0625], "n_rotations": [4, 0, 4], "consistent": [True, pd.NA, False],
         "label": [0, pd.NA, 1], "status": ["ok", "error", "ok"], "error": [None, "parse failed: x", None],
+        "modality": ["structure", None, "structure"], "source": ["a.cif", "b.cif", "c.cif"],
     }, columns=COLUMNS)
     df["consistent"] = df["consistent"].astype("boolean")
     df["label"] = df["label"].astype("Int64")

@@ -1,6 +1,13 @@
-"""Rotational-ensemble synthesizability prediction.
+"""Predictions for any cosynth model: one table, whatever the family.
 
-For each crystal: build its periodic tiling once, draw E rotations from a generator keyed on
+* voxel CNN (structure): the rotational ensemble below;
+* de-CGCNN (structure), Roost (composition), COSNet (composition + optional structure): one pass.
+
+Every input gets one row with the ``modality`` it used (``structure``, ``composition`` or
+``composition+structure``), its ``status`` and, for bad input, an ``error`` in words; the input's
+``source`` and a table's extra columns are carried through.
+
+For each crystal of a voxel model: build its periodic tiling once, draw E rotations from a generator keyed on
 (seed, crystal id), image each rotation, run the CNN and report the mean of the sigmoid outputs
 (the likelihood), their standard deviation and whether all E labels agree at the threshold.
 
@@ -24,12 +31,17 @@ import pandas as pd
 import torch
 
 from cosynth.io import CrystalRecord, iter_crystals
-from cosynth.models.store import DEFAULT_MODEL, load_model
+from cosynth.io.files import read_table, write_table
+from cosynth.models.registry import DEFAULT_MODEL, LoadedModel, load_model
 from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
 from cosynth.represent.voxel import CrystalImager, SparseImage, crystal_rng, sample_rotations
 
+__all__ = ["COLUMNS", "Prediction", "predict", "write_table"]
+
 EVAL_CHUNK = 8  # rotations of one crystal per CNN call; fixed so results never depend on batching
-COLUMNS = ["id", "formula", "likelihood", "std", "n_rotations", "consistent", "label", "status", "error"]
+COLUMNS = ["id", "formula", "modality", "likelihood", "std", "n_rotations", "consistent", "label", "status", "error",
+           "source"]
+GRAPH_CHUNK = 256  # records featurised and predicted together by the graph families
 ROTATION_COLUMNS = ["id", "rotation", "alpha_deg", "beta_deg", "gamma_deg", "probability"]
 
 
@@ -45,7 +57,7 @@ class Prediction:
 def read_rotations(path) -> np.ndarray:
     """Angle triples (degrees, xiespp convention) from a CSV with columns alpha, beta, gamma
     (``alpha_deg`` … also accepted) or three unnamed columns."""
-    df = pd.read_csv(path)
+    df = read_table(path)
     for names in (["alpha", "beta", "gamma"], ["alpha_deg", "beta_deg", "gamma_deg"]):
         if all(n in df.columns for n in names):
             return df[names].to_numpy(np.float64)
@@ -58,7 +70,7 @@ def _images_for(record: CrystalRecord, angles: np.ndarray | None, ensemble: int,
                 sampler: str) -> tuple[str, np.ndarray | None, list[SparseImage] | None, str | None]:
     """(id, angles, images, error) for one crystal; errors are returned, never raised."""
     if not record.ok:
-        return record.id, None, None, record.error
+        return record.id, None, None, _structure_needed(record, "voxel_cnn")
     try:
         imager = CrystalImager.from_structure(record.structure)
         if angles is None:
@@ -67,6 +79,13 @@ def _images_for(record: CrystalRecord, angles: np.ndarray | None, ensemble: int,
     except Exception as err:  # noqa: BLE001 - any failure is this crystal's, not the batch's
         return record.id, None, None, f"{type(err).__name__}: {err}"
     return record.id, angles, images, None
+
+
+def _structure_needed(record: CrystalRecord, family: str) -> str:
+    """The error of a record a structure model cannot use, in words."""
+    if record.status == "formula_only":
+        return f"the {family} model needs a structure; this row has a formula only ({record.error})"
+    return record.error or "no structure"
 
 
 def _job(args):
@@ -120,13 +139,14 @@ def _bounded_map(pool, jobs, window: int):
 
 def _summarise(rec_id, angles, images, error, model, threshold):
     if error is not None:
-        row = {"id": rec_id, "likelihood": np.nan, "std": np.nan, "n_rotations": 0, "consistent": pd.NA,
-               "label": pd.NA, "status": "error", "error": error}
+        row = {"id": rec_id, "modality": None, "likelihood": np.nan, "std": np.nan, "n_rotations": 0,
+               "consistent": pd.NA, "label": pd.NA, "status": "error", "error": error}
         return row, []
     probs = image_probabilities(model, images)
     labels = probs >= threshold
     likelihood = float(probs.mean())
-    row = {"id": rec_id, "likelihood": likelihood, "std": float(probs.std()), "n_rotations": len(probs),
+    row = {"id": rec_id, "modality": "structure", "likelihood": likelihood, "std": float(probs.std()),
+           "n_rotations": len(probs),
            "consistent": bool(labels.all() or not labels.any()), "label": int(likelihood >= threshold),
            "status": "ok", "error": None}
     per_rot = [{"id": rec_id, "rotation": i, "alpha_deg": float(a[0]), "beta_deg": float(a[1]),
@@ -137,39 +157,95 @@ def _summarise(rec_id, angles, images, error, model, threshold):
 def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, sampler: str | None = None,
             rotations=None, threshold: float = 0.5, per_rotation: bool = False, workers: int = 1,
             batch_size: int = 32, progress: bool = False, resolve_disorder: str = "error",
-            id_column: str | None = None, structure_column: str | None = None) -> Prediction:
-    """Synthesizability likelihood of every crystal in ``inputs`` (files, folders, globs,
-    tables, pymatgen Structures, ASE Atoms; see :func:`cosynth.io.iter_crystals`).
+            id_column: str | None = None, structure_column: str | None = None, formula_column: str | None = None,
+            formulas: Iterable[str] | None = None) -> Prediction:
+    """Predictions of ``model`` for every crystal or formula in ``inputs``.
 
-    ``model`` is a bundled name, a path, or an already loaded :class:`VoxelCNN`. ``sampler``
-    defaults to the model's own (``haar`` for cosynth models, ``xiespp`` for imported ones).
-    ``rotations`` — explicit (n, 3) angle triples (or a CSV path) applied to every crystal —
-    replaces the random ensemble. Bad crystals become rows with status "error".
+    Args:
+        inputs: files, folders, globs, tables (a ``formula`` column with no structure is fine
+            for composition models), CIF text, pymatgen Structures, ASE Atoms or DataFrames
+            (see :func:`cosynth.io.iter_crystals`).
+        model: a bundled name, a model file, a :class:`LoadedModel` or a bare network.
+        ensemble, seed, sampler, rotations, per_rotation: the voxel rotational ensemble: E
+            random rotations from (seed, crystal id) with the model's own sampler unless
+            ``sampler`` is given, or explicit angle triples (degrees, array or CSV path).
+        threshold: likelihood at or above which ``label`` is 1 (classification models).
+        workers, batch_size: image-building processes and look-ahead (no effect on results).
+        formulas: formulas to predict besides ``inputs`` (composition models), e.g. ``["SiO2"]``.
+
+    Returns:
+        A :class:`Prediction` whose ``crystals`` table has one row per input, in input order.
     """
-    if isinstance(model, VoxelCNN):
-        net, meta = model.eval(), {"image": {"sampler": sampler or "haar"}, "path": "<in-memory>"}
-    else:
-        net, meta = load_model(model)
-    sampler = sampler or meta.get("image", {}).get("sampler", "haar")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be within [0, 1], not {threshold}")
+    if workers < 1 or batch_size < 1:
+        raise ValueError("workers and batch_size must be at least 1")
+    loaded = load_model(model)
+    if formulas is not None:
+        extra = pd.DataFrame({"id": list(formulas), "formula": list(formulas)})
+        inputs = [*_items(inputs), extra] if inputs is not None else [extra]
+    records = iter_crystals(inputs, resolve_disorder=resolve_disorder, id_column=id_column,
+                            structure_column=structure_column, formula_column=formula_column)
+    if loaded.family == "voxel_cnn":
+        return _predict_voxel(records, loaded, ensemble=ensemble, seed=seed, sampler=sampler, rotations=rotations,
+                              threshold=threshold, per_rotation=per_rotation, workers=workers,
+                              batch_size=batch_size, progress=progress)
+    return _predict_graph(records, loaded, threshold=threshold, progress=progress)
+
+
+def _items(inputs) -> list:
+    if isinstance(inputs, (str, Path, pd.DataFrame)) or not isinstance(inputs, Iterable):
+        return [inputs]
+    return list(inputs)
+
+
+def _progress(stream, progress: bool):
+    if not progress:
+        return stream
+    from tqdm import tqdm
+
+    return tqdm(stream, desc="predict", unit="crystal", file=sys.stderr)
+
+
+def _with_inputs(row: dict, record: CrystalRecord) -> dict:
+    """The input's formula, source and extra table columns on its output row."""
+    row["formula"] = record.formula
+    row["source"] = record.source
+    for key, value in record.extra.items():
+        row.setdefault(key if key not in COLUMNS else f"input_{key}", value)
+    return row
+
+
+def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    extra = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in columns]
+    frame = pd.DataFrame(rows, columns=columns + extra)
+    for col, dtype in (("consistent", "boolean"), ("label", "Int64")):
+        if col in frame:
+            frame[col] = frame[col].astype(dtype)
+    return frame
+
+
+def _predict_voxel(records, loaded: LoadedModel, *, ensemble, seed, sampler, rotations, threshold, per_rotation,
+                   workers, batch_size, progress) -> Prediction:
+    net, meta = loaded.network, loaded.meta
+    sampler = sampler or loaded.sampler or "haar"
     if rotations is not None and not isinstance(rotations, np.ndarray):
         rotations = read_rotations(rotations) if isinstance(rotations, (str, Path)) else np.asarray(rotations, float)
     if rotations is not None and (rotations.ndim != 2 or rotations.shape[1] != 3 or len(rotations) == 0):
         raise ValueError("rotations must be a non-empty list of (alpha, beta, gamma) triples in degrees")
     if rotations is None and ensemble < 1:
         raise ValueError("ensemble must be at least 1")
-    records_iter = iter_crystals(inputs, resolve_disorder=resolve_disorder, id_column=id_column,
-                                 structure_column=structure_column)
-    formulas: dict[str, str | None] = {}
+    seen: dict[str, CrystalRecord] = {}
     domain_scores: dict[str, dict] = {}
     scorer = None
     if meta.get("domain"):
-        from cosynth.evaluate.domain import DomainScorer
+        from cosynth.models.domain import DomainScorer
 
         scorer = DomainScorer(meta["domain"], net, sampler=sampler, seed=seed)
 
     def tracked():
-        for rec in records_iter:
-            formulas[rec.id] = rec.formula
+        for rec in records:
+            seen[rec.id] = rec
             if scorer is not None and rec.ok:
                 try:
                     domain_scores[rec.id] = scorer.score(rec.id, rec.structure)
@@ -180,13 +256,9 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
     rows, rot_rows = [], []
     stream = iter_predictions(tracked(), net, ensemble=ensemble, seed=seed, sampler=sampler, rotations=rotations,
                               threshold=threshold, workers=workers, batch_size=batch_size)
-    if progress:
-        from tqdm import tqdm
-
-        stream = tqdm(stream, desc="predict", unit="crystal", file=sys.stderr)
     try:
-        for row, per_rot in stream:
-            row["formula"] = formulas.pop(row["id"], None)
+        for row, per_rot in _progress(stream, progress):
+            row = _with_inputs(row, seen.pop(row["id"]))
             row.update(domain_scores.pop(row["id"], {}))
             rows.append(row)
             if per_rotation:
@@ -194,33 +266,79 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
     except KeyboardInterrupt:
         print(f"interrupted: keeping the {len(rows)} crystals already predicted", file=sys.stderr)
     columns = COLUMNS + (["ad_descriptor", "ad_latent"] if scorer is not None else [])
-    crystals = pd.DataFrame(rows, columns=columns)
-    crystals["consistent"] = crystals["consistent"].astype("boolean")
-    crystals["label"] = crystals["label"].astype("Int64")
     rot_df = pd.DataFrame(rot_rows, columns=ROTATION_COLUMNS) if per_rotation else None
-    info = {"model": meta.get("path"), "sampler": sampler, "ensemble": None if rotations is not None else ensemble,
+    info = {"model": loaded.path, "family": loaded.family, "sampler": sampler,
+            "ensemble": None if rotations is not None else ensemble,
             "explicit_rotations": None if rotations is None else len(rotations), "seed": seed, "threshold": threshold}
-    return Prediction(crystals=crystals, rotations=rot_df, meta=info)
+    return Prediction(crystals=_frame(rows, columns), rotations=rot_df, meta=info)
 
 
-def write_table(df: pd.DataFrame, path) -> Path:
-    """Write by extension (.csv, .parquet, .json = JSON lines), atomically (temp file + rename)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".json", ".jsonl"):
-        raise ValueError(f"{path}: output format from the extension must be .csv, .parquet or .json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=suffix + ".tmp")
-    os.close(fd)
+def _graph_columns(loaded: LoadedModel) -> list[str]:
+    value = ["likelihood", "label"] if loaded.task == "classification" else ["prediction"]
+    weight = ["composition_weight"] if loaded.family == "cosnet" else []
+    return ["id", "formula", "modality", *value, *weight, "status", "error", "source"]
+
+
+def _predict_graph(records, loaded: LoadedModel, *, threshold: float, progress: bool) -> Prediction:
+    """Roost, de-CGCNN and COSNet: featurise a chunk of records, one forward pass, one row each."""
+    rows: list[dict] = []
+    chunk: list[CrystalRecord] = []
     try:
-        if suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        elif suffix == ".parquet":
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_json(tmp, orient="records", lines=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+        for record in _progress(records, progress):
+            chunk.append(record)
+            if len(chunk) >= GRAPH_CHUNK:
+                rows.extend(_graph_chunk(chunk, loaded, threshold))
+                chunk = []
+        if chunk:
+            rows.extend(_graph_chunk(chunk, loaded, threshold))
+    except KeyboardInterrupt:
+        print(f"interrupted: keeping the {len(rows)} crystals already predicted", file=sys.stderr)
+    info = {"model": loaded.path, "family": loaded.family, "task": loaded.task, "threshold": threshold}
+    return Prediction(crystals=_frame(rows, _graph_columns(loaded)), meta=info)
+
+
+def _graph_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: float) -> list[dict]:
+    from cosynth.models.bimodal_data import BimodalRows, predict_rows
+    from cosynth.represent.composition import composition_graph
+    from cosynth.represent.graph import crystal_graph
+
+    family, config = loaded.family, loaded.meta["config"]
+    embedding = config.get("embedding")
+    rows, usable = [], []
+    for record in chunk:
+        row = _with_inputs({"id": record.id, "modality": None, "status": "error", "error": None}, record)
+        rows.append(row)
+        wants_structure = family in ("cgcnn", "cosnet") and record.ok
+        if family == "cgcnn" and not record.ok:
+            row["error"] = _structure_needed(record, family)
+            continue
+        if family != "cgcnn" and not record.has_formula:
+            row["error"] = record.error or "no formula"
+            continue
+        try:
+            comp = composition_graph(record.formula, embedding)  # batches always carry compositions
+            graph = crystal_graph(record.structure) if wants_structure else None
+        except Exception as err:  # noqa: BLE001 - one bad row is that row's error
+            row["error"] = f"cannot featurise {record.formula or record.id}: {err}"
+            continue
+        usable.append((row, comp, graph))
+    if usable:
+        graphs = [g for _, _, g in usable]
+        has = np.array([g is not None for g in graphs])
+        n = len(usable)
+        batch_rows = BimodalRows([r["id"] for r, _, _ in usable], [r["formula"] for r, _, _ in usable],
+                                 [c for _, c, _ in usable], graphs, np.zeros(n, dtype=np.float32), has, has.copy())
+        result = predict_rows(loaded.network, batch_rows, loaded.target_scale)
+        values = result["prediction"].reshape(n, -1)[:, 0]
+        for k, (row, _, graph) in enumerate(usable):
+            row["modality"] = {"roost": "composition", "cgcnn": "structure"}.get(
+                family, "composition+structure" if graph is not None else "composition")
+            row["status"] = "ok"
+            if loaded.task == "classification":
+                row["likelihood"] = float(1.0 / (1.0 + np.exp(-values[k])))
+                row["label"] = int(row["likelihood"] >= threshold)
+            else:
+                row["prediction"] = float(values[k])
+            if "w_c" in result:
+                row["composition_weight"] = float(result["w_c"][k])
+    return rows

@@ -190,7 +190,7 @@ def test_cli_evaluate_and_stress(table, model_file, tmp_path):
 def test_applicability_domain_scores_in_predict(table, tmp_path):
     """A model file with training statistics adds ad_descriptor/ad_latent to predictions: training
     crystals score like the training data, a crystal unlike any of them scores near 1."""
-    from cosynth.evaluate.domain import training_domain
+    from cosynth.models.domain import training_domain
     from cosynth.predict import predict
 
     torch.manual_seed(1)

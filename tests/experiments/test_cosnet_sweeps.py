@@ -8,7 +8,7 @@ import pytest
 from pymatgen.core import Element, Lattice, Structure
 
 from cosynth.sweeps.runner import PAPER_GRID, best_trial, expand, load_grid, run_sweep
-from cosynth.training.cosnet import FitConfig
+from cosynth.training.bimodal import FitConfig
 
 PAIRS = [(a, b) for a in ("Li", "Na", "K", "Rb") for b in ("F", "Cl", "Br", "I")]
 

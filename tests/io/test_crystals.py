@@ -208,7 +208,7 @@ def test_csv_table_with_cif_column():
         ("NaN-rs", "ok"),
         ("FeCo-bcc", "error"),
         ("junk", "error"),
-        ("blank", "error"),
+        ("blank", "formula_only"),  # a formula and no structure: composition models can use it
         ("NaCl-rs~2", "ok"),  # duplicate id made unique
         ("crystals:6", "ok"),  # empty id cell: table stem and row index
     ]
@@ -223,7 +223,7 @@ def test_gzipped_csv(tmp_path):
     path = tmp_path / "crystals.csv.gz"
     with gzip.open(path, "wb") as fh:
         fh.write((TABLES / "crystals.csv").read_bytes())
-    assert [r.status for r in read_crystals(path)] == ["ok", "ok", "error", "error", "error", "ok", "ok"]
+    assert [r.status for r in read_crystals(path)] == ["ok", "ok", "error", "error", "formula_only", "ok", "ok"]
 
 
 def test_jsonl_table_with_paths_relative_to_the_table():
@@ -278,10 +278,10 @@ def test_dataframe_with_objects_and_explicit_columns():
     assert records[0].source == "<DataFrame #0>:row 0"
 
 
-def test_table_without_structure_column_is_a_usage_error(tmp_path):
+def test_table_without_structure_or_formula_column_is_a_usage_error(tmp_path):
     path = tmp_path / "labels.csv"
-    path.write_text("id,formula\na,NaCl\n")
-    with pytest.raises(ValueError, match=r"no structure column.*\['id', 'formula'\]"):
+    path.write_text("id,label\na,1\n")
+    with pytest.raises(ValueError, match=r"no structure column.*no formula column.*\['id', 'label'\]"):
         read_crystals(path)
     with pytest.raises(ValueError, match="no id column 'mpid'"):
         read_crystals(TABLES / "crystals.csv", id_column="mpid")
@@ -393,3 +393,22 @@ def test_real_polymorph_cifs(tmp_path):
     assert {r.formula for r in records} == {"SiC", "GaN", "MoS2"}
     assert "GaN_9" in {r.id for r in records}
     assert all(len(r.structure) > 0 for r in records)
+
+
+def test_formula_only_rows_keep_their_formula_and_extra_columns(tmp_path):
+    path = tmp_path / "formulas.csv"
+    path.write_text("id,formula,batch\na,NaCl,7\nb,NaN,8\n")
+    records = read_crystals(path)
+    assert [(r.id, r.status, r.formula) for r in records] == [("a", "formula_only", "NaCl"),
+                                                               ("b", "formula_only", "NaN")]
+    assert all(r.has_formula and not r.ok and r.structure is None for r in records)
+    assert records[0].extra == {"batch": "7"} and records[1].source.endswith(":row 1")
+
+
+def test_cif_text_is_an_input_not_a_path():
+    from pymatgen.core import Lattice, Structure
+
+    text = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(fmt="cif")
+    records = read_crystals([text, "data_broken\n_cell_length_a 3\n"])
+    assert records[0].ok and records[0].source == "<CIF text #0>"
+    assert records[1].status == "error" and "File name too long" not in records[1].error

@@ -7,7 +7,7 @@ import pytest
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
-from cosynth.models.cosnet.data import BimodalRows
+from cosynth.models.bimodal_data import BimodalRows
 from cosynth.represent.composition import composition_graph
 from cosynth.represent.graph import crystal_graph
 

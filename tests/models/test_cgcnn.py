@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cosynth.models.cgcnn.model import CGCNN
-from cosynth.models.cosnet.data import BimodalDataset
+from cosynth.models.bimodal_data import BimodalDataset
 from cosynth.represent.graph import GraphBatch, crystal_graph
 
 from _bimodal_fixtures import rocksalt, rocksalt_graph, rows, one_thread  # noqa: F401

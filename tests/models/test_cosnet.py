@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cosynth.models.cosnet.data import BimodalDataset, apply_mode, augment, keep_structure_fraction
+from cosynth.models.bimodal_data import BimodalDataset, apply_mode, augment, keep_structure_fraction
 from cosynth.models.cosnet.model import COSNet
 
 from _bimodal_fixtures import rocksalt_graph, rows, one_thread  # noqa: F401

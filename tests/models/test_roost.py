@@ -4,7 +4,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))  # the shared tiny-crystal helpers next to this file
 import torch
 
-from cosynth.models.cosnet.data import BimodalDataset
+from cosynth.models.bimodal_data import BimodalDataset
 from cosynth.models.roost.model import Roost
 from cosynth.represent.composition import CompositionBatch, composition_graph
 

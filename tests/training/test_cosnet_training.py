@@ -9,7 +9,9 @@ import torch
 from pymatgen.core import Element, Lattice, Structure
 
 from cosynth.represent.graph import GraphCache
-from cosynth.training.cosnet import FitConfig, fit, load_bimodal_model, predict_rows, prepare
+from cosynth.models.bimodal_data import predict_rows
+from cosynth.models.registry import load_model
+from cosynth.training.bimodal import FitConfig, fit, prepare
 
 PAIRS = [(a, b) for a in ("Li", "Na", "K", "Rb", "Cs") for b in ("F", "Cl", "Br", "I")] + \
         [(a, b) for a in ("Mg", "Ca", "Sr", "Ba") for b in ("O", "S", "Se")]
@@ -50,7 +52,8 @@ def test_fit_writes_a_self_describing_model(splits, cache, tmp_path):
     for name in ("model.pt", "history.csv", "predictions.csv", "metrics.json", "config.json",
                  "checkpoints/best.ckpt", "checkpoints/last.ckpt", "representations.npz"):
         assert (tmp_path / name).exists(), name
-    model, meta = load_bimodal_model(tmp_path / "model.pt")  # the file alone rebuilds the model
+    loaded = load_model(tmp_path / "model.pt")  # the file alone rebuilds the model
+    model, meta = loaded.network, loaded.meta
     assert meta["family"] == "cosnet" and meta["config"]["nonneg"] is True
     _, seen, _ = prepare(splits, _cfg(), cache=cache)
     pred = predict_rows(model, seen["test"], meta["target_scale"])["prediction"].ravel()
@@ -131,7 +134,8 @@ def test_bad_rows_are_reported_and_the_rest_trains(splits, cache, tmp_path):
 def test_single_modality_models_train(splits, cache, tmp_path, family):
     metrics = fit(splits, tmp_path, _cfg(model=family, epochs=1), cache=cache)
     assert metrics["finished"]
-    model, meta = load_bimodal_model(tmp_path / "model.pt")
+    loaded = load_model(tmp_path / "model.pt")
+    model, meta = loaded.network, loaded.meta
     assert meta["family"] == family
     if family == "cgcnn":  # only rows with a structure can be used
         assert metrics["n_train_seen"] == int(splits["train"]["cif"].notna().sum())

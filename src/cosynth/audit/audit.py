@@ -296,10 +296,11 @@ def verdict_table(result: dict) -> pd.DataFrame:
 def write_audit(result: dict, frame: pd.DataFrame, settings: AuditSettings, descriptors: list[str], out_dir,
                 title: str | None = None) -> None:
     from cosynth.report import figures
-    from cosynth.report.html import HtmlReport, write_json
+    from cosynth.io.files import atomic_write_json
+    from cosynth.report.html import HtmlReport
 
     out = _out_dir(out_dir)
-    write_json(out / "audit.json", result)
+    atomic_write_json(out / "audit.json", result)
     labelled = frame[frame[settings.label].notna()]
     y = (labelled[settings.label] == settings.positive).astype(int).to_numpy()
     sources = labelled[settings.source].astype(str).to_numpy() if settings.source else None

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from cosynth.io.files import atomic_write_text
 
 __all__ = ["card_paths", "descriptor_frame", "descriptor_summary", "paired_density_comparison", "write_card"]
 
@@ -128,13 +128,6 @@ def _clean(obj):
     return obj
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _fmt(v) -> str:
     if v is None:
         return "–"
@@ -214,6 +207,6 @@ def write_card(card: dict, table_path) -> tuple[Path, Path]:
     md_path, json_path = card_paths(table_path)
     card = _clean(card)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_text(json_path, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-    _atomic_text(md_path, render_markdown(card))
+    atomic_write_text(json_path, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(md_path, render_markdown(card))
     return md_path, json_path

@@ -20,9 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cosynth.config import MP_TABLE
+
+from cosynth.io.files import read_table
+
 DATASETS = ("band_gap", "refractive_index", "rdielectric_constant", "li_conductivity")
 SPLITS = ("train", "val", "test")
-MP_FILE = "mp_synth_structures/mp_structures_labelled.csv.gz"
 LI_SPLIT_SEED = 0
 NONNEGATIVE = {"band_gap": True, "refractive_index": True, "rdielectric_constant": True, "li_conductivity": False}
 UNITS = {"band_gap": "eV", "refractive_index": "", "rdielectric_constant": "", "li_conductivity": "log10 S/cm"}
@@ -39,13 +42,13 @@ def _data_root(root) -> Path:
 
 
 def _read(path) -> pd.DataFrame:
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return read_table(path)
 
 
 @lru_cache(maxsize=2)
 def mp_cifs(data_root: str) -> dict[str, str]:
     """{MP id: CIF text} of ``mp_synth_structures``."""
-    df = _read(Path(data_root) / MP_FILE)
+    df = _read(Path(data_root) / MP_TABLE)
     return dict(zip(df["material_id"], df["cif"]))
 
 
@@ -132,7 +135,7 @@ def load_mp_property(root, target: str = "formation_energy_per_atom", source: st
     Used for the test-MAE-versus-structure-fraction study. ``source`` keeps one MP era so that
     targets are mutually consistent (the default is the Faber 2015 formation energies).
     """
-    df = _read(_data_root(root) / MP_FILE)
+    df = _read(_data_root(root) / MP_TABLE)
     df = df[df[target].notna()]
     if source is not None:
         df = df[df["structure_source"] == source]

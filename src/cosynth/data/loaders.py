@@ -17,21 +17,19 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from cosynth.config import MP_TABLE, data_root
+
+from cosynth.io.files import read_table
+
 from cosynth.data.table import CrystalTable
 
 __all__ = ["SHARED_DATASETS", "load", "load_shared", "load_cgcnn", "mp_labelled", "default_data_root"]
 
-MP_TABLE = "mp_synth_structures/mp_structures_labelled.csv.gz"
 
 
 def default_data_root() -> Path:
-    """``../shared/data`` next to the repository (the project's layout)."""
-    return Path(__file__).resolve().parents[3].parent / "shared" / "data"
-
-
-def _csv(path: Path, **kw) -> pd.DataFrame:
-    # keep_default_na=False: the formula "NaN" is sodium nitride, not a missing value.
-    return pd.read_csv(path, keep_default_na=False, na_values=[""], **kw)
+    """The shared data root (see :func:`cosynth.config.data_root`)."""
+    return data_root()
 
 
 def _finish(table: CrystalTable, source: str) -> CrystalTable:
@@ -57,7 +55,7 @@ def mp_labelled(root: Path, parse: bool = True) -> CrystalTable:
     """MP structures with a ``label`` column: PU-CGCNN ICSD tag, else the SynCoTrain label
     (1 = experimentally reported, 0 = theoretical; empty where neither list has the id), and
     ``label_origin`` saying which list gave it."""
-    df = _csv(Path(root) / MP_TABLE, dtype={"reduced_formula": str})
+    df = read_table(Path(root) / MP_TABLE, dtype={"reduced_formula": str})
     label = df["label_icsd_pucgcnn"].fillna(df["label_synth_syncotrain"])
     df["label"] = label.astype("Int64")
     df["label_origin"] = np.where(df["label_icsd_pucgcnn"].notna(), "pucgcnn_icsd",
@@ -72,18 +70,18 @@ def _mp_synth_labels(root: Path, subset: str | None, parse: bool) -> CrystalTabl
     if subset in (None, "pucgcnn"):
         parts = []
         for name, y in (("pucgcnn_MP_icsd_CLscore.csv.gz", 1), ("pucgcnn_MP_virtual_CLscore.csv.gz", 0)):
-            part = _csv(folder / name, dtype={"composition": str})
+            part = read_table(folder / name, dtype={"composition": str})
             parts.append(part.assign(label=y))
         df = pd.concat(parts, ignore_index=True)
         return _finish(CrystalTable.from_frame(df, id_column="id", formula_column="composition"), "mp_synth_labels:pucgcnn")
     if subset == "syncotrain":
-        df = _csv(folder / "syncotrain_mp_oxides_synth_labels.csv.gz").rename(columns={"synth": "label"})
+        df = read_table(folder / "syncotrain_mp_oxides_synth_labels.csv.gz").rename(columns={"synth": "label"})
         # no formula in this file: take it from the MP tables that have the id (structures, PU-CGCNN lists)
         formulas = {}
         for name in ("pucgcnn_MP_icsd_CLscore.csv.gz", "pucgcnn_MP_virtual_CLscore.csv.gz"):
-            part = _csv(folder / name, usecols=["id", "composition"], dtype={"composition": str})
+            part = read_table(folder / name, usecols=["id", "composition"], dtype={"composition": str})
             formulas.update(zip(part["id"], part["composition"]))
-        mp = _csv(Path(root) / MP_TABLE, usecols=["material_id", "reduced_formula"], dtype={"reduced_formula": str})
+        mp = read_table(Path(root) / MP_TABLE, usecols=["material_id", "reduced_formula"], dtype={"reduced_formula": str})
         formulas.update(zip(mp["material_id"], mp["reduced_formula"]))
         df["reduced_formula"] = df["material_id"].map(formulas)
         return _finish(CrystalTable.from_frame(df, id_column="material_id", formula_column="reduced_formula"),
@@ -94,19 +92,19 @@ def _mp_synth_labels(root: Path, subset: str | None, parse: bool) -> CrystalTabl
 def _obelix(root: Path, subset: str | None, parse: bool) -> CrystalTable:
     folder = Path(root) / "obelix_li_conductivity"
     if subset in (None, "obelix"):
-        df = _csv(folder / "obelix_all.csv", dtype={"ID": str, "Reduced Composition": str})
+        df = read_table(folder / "obelix_all.csv", dtype={"ID": str, "Reduced Composition": str})
         cifs = _tar_cifs(folder / "obelix_all_randomized_cifs.tar.gz")
         df["cif"] = [cifs.get(i) for i in df["ID"]]
         split = pd.Series(None, index=df.index, dtype=object)
         for name in ("train", "test"):
-            ids = set(_csv(folder / f"{name}_idx.csv", dtype=str)["ID"])
+            ids = set(read_table(folder / f"{name}_idx.csv", dtype=str)["ID"])
             split[df["ID"].isin(ids)] = name
         df["split"] = split
         table = CrystalTable.from_frame(df, id_column="ID", formula_column="Reduced Composition", cif_column="cif",
                                         parse=parse)
         return _finish(table, "obelix")
     if subset == "hargreaves":
-        df = _csv(folder / "hargreaves2023_LiIonDatabase.csv", dtype={"composition": str})
+        df = read_table(folder / "hargreaves2023_LiIonDatabase.csv", dtype={"composition": str})
         df["ID"] = [f"hargreaves:{i}" for i in df["ID"]]
         return _finish(CrystalTable.from_frame(df, id_column="ID", formula_column="composition"), "hargreaves2023")
     raise ValueError(f"obelix_li_conductivity has subsets obelix, hargreaves; not {subset!r}")
@@ -118,7 +116,7 @@ def _zhuo(root: Path, subset: str | None, parse: bool) -> CrystalTable:
              "mp_non_metals": "mp_non_metals_bandgap.csv.gz"}
     if subset not in files:
         raise ValueError(f"expt_bandgap_zhuo has subsets zhuo2018, mp_non_metals; not {subset!r}")
-    df = _csv(folder / files[subset], dtype={"composition": str, "material_id": str})
+    df = read_table(folder / files[subset], dtype={"composition": str, "material_id": str})
     name = subset or "zhuo2018"
     return _finish(CrystalTable.from_frame(df, id_column="material_id", formula_column="composition"), name)
 
@@ -126,12 +124,12 @@ def _zhuo(root: Path, subset: str | None, parse: bool) -> CrystalTable:
 def _hypothetical(root: Path, subset: str | None, parse: bool) -> CrystalTable:
     folder = Path(root) / "hypothetical_structures"
     if subset in (None, "wbm"):
-        df = _csv(folder / "wbm_random972_relaxed.csv.gz", dtype={"reduced_formula": str})
+        df = read_table(folder / "wbm_random972_relaxed.csv.gz", dtype={"reduced_formula": str})
         return _finish(CrystalTable.from_frame(df, id_column="material_id", formula_column="reduced_formula",
                                                cif_column="cif", parse=parse), "wbm")
     if subset in ("perov5_val", "perov5_test", "perov5"):
         names = ["val", "test"] if subset == "perov5" else [subset.split("_")[1]]
-        parts = [_csv(folder / f"cdvae_perov5_{n}.csv.gz", dtype={"formula": str}).assign(split=n) for n in names]
+        parts = [read_table(folder / f"cdvae_perov5_{n}.csv.gz", dtype={"formula": str}).assign(split=n) for n in names]
         df = pd.concat(parts, ignore_index=True).drop(columns=["Unnamed: 0"], errors="ignore")
         df["material_id"] = "perov5:" + df["material_id"].astype(str)
         return _finish(CrystalTable.from_frame(df, id_column="material_id", formula_column="formula",
@@ -144,7 +142,7 @@ def _hypothetical(root: Path, subset: str | None, parse: bool) -> CrystalTable:
 
 
 def _alexandria(root: Path, subset: str | None, parse: bool) -> CrystalTable:
-    df = _csv(Path(root) / "alexandria_binary_structures" / "alexandria_binary_phonon1170.csv.gz",
+    df = read_table(Path(root) / "alexandria_binary_structures" / "alexandria_binary_phonon1170.csv.gz",
               dtype={"reduced_formula": str})
     df = df.rename(columns={"label_icsd_pucgcnn": "label"})
     df["label"] = df["label"].astype("Int64")
@@ -164,7 +162,7 @@ def _cosnet(root: Path, subset: str | None, parse: bool) -> CrystalTable:
     folder = Path(root) / "cosnet_splits"
     task = subset or "band_gap"
     if task == "li_conductivity":
-        df = _csv(folder / "li_conductivity" / "Conductivity-database.csv", encoding="utf-8-sig",
+        df = read_table(folder / "li_conductivity" / "Conductivity-database.csv", encoding="utf-8-sig",
                   dtype={"composition": str})
         cif_dir = folder / "li_conductivity" / "Structures_Cifs"
         refs = df["structure files"]
@@ -176,12 +174,12 @@ def _cosnet(root: Path, subset: str | None, parse: bool) -> CrystalTable:
                                                parse=parse), "cosnet:li_conductivity")
     if task not in _COSNET_TASKS:
         raise ValueError(f"cosnet_splits has subsets {', '.join([*_COSNET_TASKS, 'li_conductivity'])}; not {task!r}")
-    parts = [_csv(folder / _COSNET_TASKS[task] / f"{s}.csv", dtype={"composition": str}).assign(split=s)
+    parts = [read_table(folder / _COSNET_TASKS[task] / f"{s}.csv", dtype={"composition": str}).assign(split=s)
              for s in ("train", "val", "test")]
     df = pd.concat(parts, ignore_index=True).rename(columns={"mp-id": "structure_ref"})
     df["id"] = [f"{task}:{int(i)}" for i in df["Unnamed: 0"]]
     df = df.drop(columns=["Unnamed: 0.1", "Unnamed: 0"], errors="ignore")
-    mp = _csv(Path(root) / MP_TABLE, usecols=["material_id", "cif"])
+    mp = read_table(Path(root) / MP_TABLE, usecols=["material_id", "cif"])
     by_id = dict(zip(mp["material_id"], mp["cif"]))
     mp_ids = df["structure_ref"].astype("string").str.extract(r"((?:mp|mvc)-\d+)\.cif$")[0]
     df["cif"] = [by_id.get(m) if isinstance(m, str) else None for m in mp_ids]
@@ -231,10 +229,10 @@ def load_cgcnn(folder, *, labels: str | None = None, target_names: list[str] | N
         first = next(csv.reader(fh), [])
     has_header = bool(first) and first[0].strip().lower() in ("id", "material_id", "cif_id", "name")
     if has_header:
-        df = _csv(path, dtype={first[0]: str})
+        df = read_table(path, dtype={first[0]: str})
         df = df.rename(columns={first[0]: "id"})
     else:
-        df = _csv(path, header=None, dtype={0: str})
+        df = read_table(path, header=None, dtype={0: str})
         names = target_names or (["target"] if df.shape[1] == 2 else [f"target_{k}" for k in range(df.shape[1] - 1)])
         df.columns = ["id", *names]
     cifs, missing = [], []

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from cosynth.config import data_root as data_root_of
+from cosynth.io.files import read_table
+
 TABLE = "mp_synth_structures/mp_structures_labelled.csv.gz"
 
 
 def single_source_table(data_root) -> pd.DataFrame:
     """Rows (material_id, reduced_formula, structure_source, cif, label) of formulas that have
     both labels; label = ICSD tag from PU-CGCNN lists, else the SynCoTrain oxide label."""
-    df = pd.read_csv(Path(data_root) / TABLE, keep_default_na=False, na_values=[""])
+    df = read_table(data_root_of(data_root) / TABLE)
     label = df["label_icsd_pucgcnn"].fillna(df["label_synth_syncotrain"])
     df = df.assign(label=label).dropna(subset=["label"])
     df["label"] = df["label"].astype(int)

@@ -15,8 +15,6 @@ allowed); models that need ordered, well-spaced crystals apply
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Composition, IStructure, Structure
 
+from cosynth.io import files as io_files
 from cosynth.io.crystals import _cif_entries, _explain, to_structure
 from cosynth.io.validate import CrystalValidationError, _check_elements
 
@@ -238,23 +237,7 @@ class CrystalTable:
     # ---- output -----------------------------------------------------------------------------
     def write(self, path) -> None:
         """Write atomically (temp file + rename); format from the extension."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kind = _kind(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            frame = self.frame
-            if kind == "parquet":
-                frame.to_parquet(tmp, index=False)
-            elif kind == "csv":
-                frame.to_csv(tmp, index=False, compression="gzip" if path.name.lower().endswith(".gz") else None)
-            else:
-                frame.to_json(tmp, orient="records", lines=True, force_ascii=False, double_precision=15)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        io_files.write_table(self.frame, path)
 
 
 def read_table(path, **kw) -> CrystalTable:
@@ -313,25 +296,9 @@ def _structure_cell(cell: Any, column: str | None, parse: bool) -> tuple[Structu
             raise ValueError(_explain(exc, "cif")) from None
 
 
-def _kind(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith((".csv", ".csv.gz")):
-        return "csv"
-    if name.endswith((".jsonl", ".ndjson", ".jsonl.gz")):
-        return "jsonl"
-    raise ValueError(f"unsupported table format {path.name!r}; use .parquet, .csv, .csv.gz or .jsonl")
-
-
 def _read_frame(path: Path, named: tuple[str | None, ...]) -> pd.DataFrame:
-    kind = _kind(path)
-    if kind == "parquet":
-        return pd.read_parquet(path)
-    if kind == "jsonl":
-        # dtype=False: no guessing, so the formula "NaN" and ids like "001" stay strings
-        return pd.read_json(path, lines=True, dtype=False)
-    # keep_default_na=False: the formula "NaN" is sodium nitride, not a missing value.
+    if io_files.table_kind(path) != "csv":
+        return io_files.read_table(path)
     header = pd.read_csv(path, nrows=0).columns.tolist()
-    text_cols = [c for c in header if c in named or c in ID_COLUMNS or c in FORMULA_COLUMNS or c in CIF_COLUMNS]
-    return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in text_cols})
+    return io_files.read_table(path, text_columns=tuple(c for c in header if c in named or c in ID_COLUMNS
+                                               or c in FORMULA_COLUMNS or c in CIF_COLUMNS))

@@ -108,11 +108,12 @@ def write_study(result: dict, out_dir) -> None:
     from pathlib import Path
 
     from cosynth.report import figures
-    from cosynth.report.html import HtmlReport, write_json
+    from cosynth.io.files import atomic_write_json
+    from cosynth.report.html import HtmlReport
 
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    write_json(out / "ensemble_study.json", result)
+    atomic_write_json(out / "ensemble_study.json", result)
     df = study_table(result)
     page = HtmlReport("Ensemble-size study")
     how = (f"bootstrap: E of {result.get('pool_size')} pooled rotations per crystal" if result["mode"] == "pool"
@@ -139,6 +140,6 @@ def write_study(result: dict, out_dir) -> None:
         result["equivalent_sizes"] = rows
         page.heading("How small can E be with a low-discrepancy set?")
         page.table(pd.DataFrame(rows))
-        write_json(out / "ensemble_study.json", result)
+        atomic_write_json(out / "ensemble_study.json", result)
     page.json_block(result)
     page.write(out / "ensemble_study.html")

@@ -106,14 +106,15 @@ def evaluate_model(model, table, label: str, *, ensemble: int = 20, seed: int = 
                    title: str | None = None, progress: bool = False) -> dict:
     """Predict ``model`` on a labelled CrystalTable (or path) and evaluate it."""
     from cosynth.data.table import CrystalTable, read_table
-    from cosynth.models.store import load_model
+    from cosynth.models.registry import load_model
 
     if not isinstance(table, CrystalTable):
         table = read_table(table)
     if label not in table.frame.columns:
         raise ValueError(f"no label column {label!r}; columns: {', '.join(map(str, table.frame.columns))}")
-    net, meta = (model, {"path": "<in-memory>"}) if not isinstance(model, (str, Path)) else load_model(model)
-    pred = predict_table(net, table, ensemble=ensemble, seed=seed, threshold=threshold, sampler=sampler,
+    loaded = load_model(model)
+    meta = loaded.meta
+    pred = predict_table(loaded, table, ensemble=ensemble, seed=seed, threshold=threshold, sampler=sampler,
                          workers=workers, progress=progress)
     pred[label] = table.frame[label].to_numpy()
     result = evaluate_scores(pred[label], pred["likelihood"], threshold=threshold, task="classification")
@@ -134,12 +135,13 @@ def _history(run_dir, meta) -> pd.DataFrame | None:
 def write_evaluation(result: dict, predictions: pd.DataFrame, label: str, out_dir, *, history=None,
                      score_column: str = "likelihood", title: str | None = None) -> None:
     from cosynth.report import figures
-    from cosynth.report.html import HtmlReport, write_json
+    from cosynth.io.files import atomic_write_json
+    from cosynth.report.html import HtmlReport
 
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    write_json(out / "evaluate.json", result)
-    from cosynth.predict import write_table
+    atomic_write_json(out / "evaluate.json", result)
+    from cosynth.io.files import write_table
 
     write_table(predictions, out / "predictions.csv")
     page = HtmlReport(title or "Evaluation")

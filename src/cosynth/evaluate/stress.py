@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cosynth.io.files import read_table, write_table
+
 from cosynth.evaluate.evaluate import evaluate_scores, predict_table
 
 DEFAULT_FACTORS = (0.45, 0.6, 0.8, 0.9, 1.0, 1.1, 1.3)
@@ -33,7 +35,7 @@ def cache_fingerprint(model, table) -> str:
 
     h = hashlib.sha1()
     if isinstance(model, (str, Path)):
-        from cosynth.models.store import resolve_model_path
+        from cosynth.models.registry import resolve_model_path
 
         path = resolve_model_path(model)
         st = path.stat()
@@ -50,11 +52,9 @@ def cache_fingerprint(model, table) -> str:
 def _cached_predictions(cache: Path | None, key: str, compute) -> pd.DataFrame:
     path = None if cache is None else cache / f"{_slug(key)}.csv"
     if path is not None and path.exists():
-        return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"id": str})
+        return read_table(path, text_columns=("id",))
     pred = compute()
     if path is not None:
-        from cosynth.predict import write_table
-
         write_table(pred, path)
     return pred
 
@@ -71,9 +71,9 @@ def table_predictions(model_name: str, model, net, table_name: str, table, *, en
 
 def _load(models: dict, tables: dict):
     from cosynth.data.table import CrystalTable, read_table
-    from cosynth.models.store import load_model
+    from cosynth.models.registry import load_model
 
-    nets = {name: (m if not isinstance(m, (str, Path)) else load_model(m)[0]) for name, m in models.items()}
+    nets = {name: load_model(m) for name, m in models.items()}
     tabs = {name: (t if isinstance(t, CrystalTable) else read_table(t)) for name, t in tables.items()}
     return nets, tabs
 
@@ -160,11 +160,12 @@ def volume_sweep(models: dict, table, label: str, *, factors=DEFAULT_FACTORS, en
 
 def write_cross(df: pd.DataFrame, out_dir, title: str = "Cross-evaluation") -> None:
     from cosynth.report import figures
-    from cosynth.report.html import HtmlReport, write_json
+    from cosynth.io.files import atomic_write_json
+    from cosynth.report.html import HtmlReport
 
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    write_json(out / "cross_evaluation.json", {"rows": df.to_dict("records")})
+    atomic_write_json(out / "cross_evaluation.json", {"rows": df.to_dict("records")})
     page = HtmlReport(title)
     page.paragraph("Every model on every labelled table (the bias paper's swapped test sets). A model that learned "
                    "its training source's bias loses specificity or recall on the other source.")
@@ -190,11 +191,12 @@ def write_cross(df: pd.DataFrame, out_dir, title: str = "Cross-evaluation") -> N
 
 def write_sweep(df: pd.DataFrame, densities: dict, out_dir, title: str = "Volume sweep") -> None:
     from cosynth.report import figures
-    from cosynth.report.html import HtmlReport, write_json
+    from cosynth.io.files import atomic_write_json
+    from cosynth.report.html import HtmlReport
 
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    write_json(out / "volume_sweep.json", {"rows": df.to_dict("records"),
+    atomic_write_json(out / "volume_sweep.json", {"rows": df.to_dict("records"),
                                            "density_mean": {str(f): float(np.nanmean(d))
                                                             for f, d in densities["density"].items()}})
     page = HtmlReport(title)

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cosynth.config import data_root as config_data_root
+
 from cosynth.evaluate.metrics import auc_standard_error
 
 ARMS = ("mixed", "single", "mixed-volnorm")
@@ -61,7 +63,6 @@ PAPER_SETUP = {"mixed": {"positives": 2960, "negatives": 597, "source": "COD exp
                "single": {"positives": 1068, "negatives": 930, "source": "MP v2022.10.28 ICSD-tagged vs theoretical "
                           "entries of the same compositions"},
                "epochs": 500, "ensemble": 100, "split": "60/20/20"}
-DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 @dataclass
@@ -238,13 +239,13 @@ def own_evaluations(runs: dict[str, Path], tests: dict, work: Path, report: Path
     """Fig. 3 per arm: ROC, metrics, likelihood histograms, learning curves (cached predictions)."""
     from cosynth.evaluate.evaluate import evaluate_scores, write_evaluation
     from cosynth.evaluate.stress import table_predictions
-    from cosynth.models.store import load_model
+    from cosynth.models.registry import load_model
 
     results = {}
     for arm, run in runs.items():
         tname = f"{arm} test"
         table = tests[tname]
-        net, _ = load_model(run / "model.pt")
+        net = load_model(run / "model.pt")
         pred = table_predictions(arm, run / "model.pt", net, tname, table, ensemble=config.ensemble,
                                  seed=config.seed, cache=work / "predictions", workers=config.workers)
         pred[LABEL] = table.frame[LABEL].to_numpy()
@@ -270,7 +271,7 @@ def compression(runs: dict[str, Path], tests: dict, work: Path, report: Path, co
 def ensemble_size(run: Path, tests: dict, report: Path, config: StudyConfig) -> dict:
     """Table I on the single-source model's test set (bootstrap from a pool of rotations)."""
     from cosynth.evaluate.ensemble import ensemble_study, write_study
-    from cosynth.models.store import load_model
+    from cosynth.models.registry import load_model
 
     from cosynth.evaluate.stress import cache_fingerprint
 
@@ -287,7 +288,7 @@ def ensemble_size(run: Path, tests: dict, report: Path, config: StudyConfig) -> 
     keep = table.has_structure()
     structures = [s for s, k in zip(table.structures(), keep) if k]
     ids = table.frame["id"].astype(str)[keep].tolist()
-    net, _ = load_model(run / "model.pt")
+    net = load_model(run / "model.pt").network
     result = ensemble_study(net, structures, ids, sizes=config.ensemble_sizes, repeats=config.ensemble_repeats,
                             seed=config.seed, mode="pool", pool_size=config.ensemble_pool)
     result["fingerprint"] = fingerprint
@@ -300,7 +301,7 @@ def reproduce(out: Path, *, work: Path | None = None, data_root: Path | None = N
               config: StudyConfig | None = None) -> dict:
     """Run (or resume) every stage and write the report to ``out``; returns the report's JSON."""
     config = config or StudyConfig()
-    out, data_root = Path(out), Path(data_root or DEFAULT_DATA)
+    out, data_root = Path(out), config_data_root(data_root, must_exist=False)
     work = Path(work or ("runs/bias-study-quick" if config.is_quick else "runs/bias-study"))
     if not data_root.exists():
         raise FileNotFoundError(f"shared data folder {data_root} not found (pass --data)")
@@ -525,7 +526,8 @@ def interpretation(cross: pd.DataFrame, sweep: pd.DataFrame, audits: dict, signa
 def write_report(out: Path, work: Path, config: StudyConfig, paths, audits, runs, cross, own, sweep, densities,
                  ensemble, stages: Stages) -> dict:
     from cosynth.report import figures
-    from cosynth.report.html import HtmlReport, atomic_write_text, combine, write_json
+    from cosynth.io.files import atomic_write_json, atomic_write_text
+    from cosynth.report.html import HtmlReport, combine
 
     (out / "figures").mkdir(parents=True, exist_ok=True)
     rows = comparison_rows(cross, sweep)
@@ -593,7 +595,7 @@ def write_report(out: Path, work: Path, config: StudyConfig, paths, audits, runs
               "audit_verdicts": {n: {d: e.get("verdict") for d, e in r["descriptors"].items()} for n, r in audits.items()},
               "audit_shortcut_auc": {n: {d: e.get("shortcut", {}).get("auc") for d, e in r["descriptors"].items()}
                                      for n, r in audits.items()}}
-    write_json(out / "bias_study.json", result)
+    atomic_write_json(out / "bias_study.json", result)
     atomic_write_text(out / "README.md", _markdown(result, table, ens_rows, training))
     return result
 

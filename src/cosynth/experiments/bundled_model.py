@@ -20,7 +20,7 @@ from cosynth.training.voxel import TrainConfig, train_voxel
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[3] / ".." / "shared" / "data"))
+    ap.add_argument("--data-root", default=None)
     ap.add_argument("--run-dir", default="runs/bundled-synth-mp")
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--max-minutes", type=float, default=None)
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     card = write_card(run)
     print(json.dumps(metrics, indent=2))
     if args.install:
-        from cosynth.models.store import DEFAULT_MODEL, PRETRAINED_DIR
+        from cosynth.models.registry import DEFAULT_MODEL, PRETRAINED_DIR
 
         shutil.copyfile(run / "model.pt", PRETRAINED_DIR / f"{DEFAULT_MODEL}.pt")
         shutil.copyfile(card, PRETRAINED_DIR / f"{DEFAULT_MODEL}.md")

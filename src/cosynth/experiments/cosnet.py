@@ -1,6 +1,6 @@
 """COSNet reproduction: Table 1/2 analogues, weight distributions, structure-fraction study, sweeps.
 
-Every study is a set of ``cosynth.training.cosnet.fit`` runs in ``runs/cosnet/...`` (resumable:
+Every study is a set of ``cosynth.training.bimodal.fit`` runs in ``runs/cosnet/...`` (resumable:
 finished runs are read back, interrupted ones resume from their last checkpoint), followed by
 pure analysis of the files those runs wrote. ``python -m cosynth.experiments.cosnet --help``.
 """
@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cosynth.training.cosnet import FitConfig, fit
+from cosynth.config import data_root as config_data_root
+
+from cosynth.io.files import read_table
+
+from cosynth.training.bimodal import FitConfig, fit
 
 MODES = ("composition", "bimodal_aug", "bimodal")
 MODE_LABELS = {"composition": "composition only", "bimodal_aug": "bimodal + augmentation",
                "bimodal": "bimodal, no augmentation"}
 SUBSETS = ("all", "without_structure", "with_structure")
-DEFAULT_SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 # The paper's Table 1 (test MAE, mean ± std over 5 seeds) and Table 2 (alignment R²).
 PAPER_TABLE1 = {
@@ -49,7 +52,7 @@ PAPER_TABLE2 = {"composition": (0.373, 0.034), "bimodal_aug": (0.435, 0.048), "b
 def load_splits(dataset: str, data_root=None) -> dict[str, pd.DataFrame]:
     from cosynth.data.cosnet_splits import load_cosnet_split
 
-    return load_cosnet_split(data_root or DEFAULT_SHARED, dataset)
+    return load_cosnet_split(config_data_root(data_root), dataset)
 
 
 def subsample(splits: dict[str, pd.DataFrame], n: int | None, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -133,7 +136,7 @@ def weight_table(out_dir, runs: pd.DataFrame, mode: str = "bimodal_aug") -> pd.D
     for seed in runs.loc[runs["mode"] == mode, "seed"]:
         path = Path(out_dir) / mode / f"seed{seed}" / "predictions.csv"
         if path.exists():
-            p = pd.read_csv(path, keep_default_na=False, na_values=[""])
+            p = read_table(path)
             frames.append(p[p["split"] == "test"].assign(seed=seed))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -145,7 +148,7 @@ def run_fraction_study(out_dir, *, fractions=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), see
     on an MP property with a structure for every row."""
     from cosynth.data.cosnet_splits import load_mp_property
 
-    splits = load_mp_property(data_root or DEFAULT_SHARED, target, max_rows=max_rows)
+    splits = load_mp_property(config_data_root(data_root), target, max_rows=max_rows)
     rows = []
     for seed in seeds:
         for f in fractions:

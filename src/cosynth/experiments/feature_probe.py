@@ -31,7 +31,7 @@ ROTATIONS = 3  # per crystal; the features are averaged over them
 def named_model(spec: str, seed: int = 0) -> tuple[str, VoxelCNN]:
     """``random`` (Glorot initialisation from ``seed``), ``NAME=file.h5`` (published Keras weights) or
     ``NAME=model.pt`` / a bundled model name: (name, model in eval mode)."""
-    from cosynth.models.store import load_model
+    from cosynth.models.registry import load_model
     from cosynth.models.voxel_cnn.model import load_keras_weights
 
     if spec == "random":
@@ -41,7 +41,7 @@ def named_model(spec: str, seed: int = 0) -> tuple[str, VoxelCNN]:
     name = name or Path(where).stem
     if where.endswith(".h5"):
         return name, load_keras_weights(VoxelCNN(), where).eval()
-    return name, load_model(where)[0]
+    return name, load_model(where).network
 
 
 def conv_features(models: dict[str, VoxelCNN], imagers, ids, *, rotations: int = ROTATIONS, seed: int = 0,

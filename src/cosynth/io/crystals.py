@@ -17,7 +17,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ __all__ = ["CrystalRecord", "iter_crystals", "read_crystals", "to_structure"]
 
 STRUCTURE_COLUMNS = ("cif", "structure", "path", "file")
 ID_COLUMNS = ("id", "material_id", "mp_id", "name")
+FORMULA_COLUMNS = ("formula", "reduced_formula", "formula_pretty", "pretty_formula", "composition")
+FORMULA_ONLY = "formula_only"  # status of a table row that has a formula and no structure
 RESOLVE_MODES = ("error", "majority")
 
 # Extensions (after stripping .gz) of files picked up when a folder is given. Tables
@@ -51,10 +53,17 @@ class CrystalRecord:
     error: str | None
     source: str
     formula: str | None = None
+    extra: dict = field(default_factory=dict)  # the input table's other columns, carried to the output
 
     @property
     def ok(self) -> bool:
+        """A validated structure is present."""
         return self.status == "ok"
+
+    @property
+    def has_formula(self) -> bool:
+        """A composition-only model can use this record (a structure's formula, or a formula-only row)."""
+        return self.formula is not None and self.status in ("ok", FORMULA_ONLY)
 
 
 @dataclass
@@ -66,6 +75,8 @@ class _Raw:
     structure: Structure | None = None
     error: str | None = None
     formula: str | None = None
+    extra: dict = field(default_factory=dict)
+    formula_only: bool = False
 
 
 # ----------------------------------------------------------------------------- public API
@@ -76,6 +87,7 @@ def iter_crystals(
     *,
     id_column: str | None = None,
     structure_column: str | None = None,
+    formula_column: str | None = None,
     resolve_disorder: str = "error",
     validate: bool = True,
 ) -> Iterator[CrystalRecord]:
@@ -83,12 +95,27 @@ def iter_crystals(
 
     ``inputs`` is one item or an iterable of items: a path to a file or folder, a
     glob pattern, a pymatgen ``Structure``, an ASE ``Atoms``, a ``Structure.as_dict()``
-    dict or a pandas ``DataFrame``. Files are parsed only when the consumer reaches
-    them, so a generator of thousands of paths streams.
+    dict, CIF text, or a pandas ``DataFrame``. Files are parsed only when the consumer
+    reaches them, so a generator of thousands of paths streams.
+
+    A table row with a formula and no structure becomes a record with status
+    ``formula_only`` (composition models can use it); a table's other columns travel in
+    ``record.extra``.
+
+    Args:
+        inputs: the items above, one or many.
+        id_column, structure_column, formula_column: table columns to use (default: the
+            first of :data:`ID_COLUMNS`, :data:`STRUCTURE_COLUMNS`, :data:`FORMULA_COLUMNS`).
+        resolve_disorder: ``error`` rejects partially occupied sites, ``majority`` keeps the
+            majority species.
+        validate: run :func:`cosynth.io.validate.validate_structure` on each structure.
+
+    Returns:
+        An iterator of :class:`CrystalRecord`, one per crystal, in input order.
     """
     if resolve_disorder not in RESOLVE_MODES:
         raise ValueError(f"resolve_disorder must be one of {RESOLVE_MODES}, got {resolve_disorder!r}")
-    opts = _Options(id_column, structure_column)
+    opts = _Options(id_column, structure_column, formula_column)
     return _iter(inputs, opts, resolve_disorder, validate)
 
 
@@ -128,6 +155,7 @@ def to_structure(obj: Any) -> Structure:
 class _Options:
     id_column: str | None
     structure_column: str | None
+    formula_column: str | None = None
 
 
 def _iter(inputs: Any, opts: _Options, resolve_disorder: str, validate: bool) -> Iterator[CrystalRecord]:
@@ -150,21 +178,24 @@ def _as_items(inputs: Any) -> Iterable[Any]:
 def _finish(raw: _Raw, used: set[str], resolve_disorder: str, validate: bool) -> CrystalRecord:
     """Validate a parsed crystal and give it an id no earlier record has."""
     rid = _unique_id(raw.id, used)
+    if raw.formula_only:
+        return CrystalRecord(rid, None, FORMULA_ONLY, _clip(raw.error or "no structure"), raw.source, raw.formula,
+                             raw.extra)
     if raw.error is not None or raw.structure is None:
         message = raw.error or "no structure"
-        return CrystalRecord(rid, None, "error", _clip(message), raw.source, raw.formula)
+        return CrystalRecord(rid, None, "error", _clip(message), raw.source, raw.formula, raw.extra)
     structure = raw.structure
     formula = _formula(structure)
     if validate:
         try:
             structure = validate_structure(structure, resolve_disorder=resolve_disorder)
         except CrystalValidationError as exc:
-            return CrystalRecord(rid, None, "error", _clip(str(exc)), raw.source, formula)
+            return CrystalRecord(rid, None, "error", _clip(str(exc)), raw.source, formula, raw.extra)
         except Exception as exc:  # a pymatgen failure on odd data is still a data error
             message = f"validation failed: {type(exc).__name__}: {exc}"
-            return CrystalRecord(rid, None, "error", _clip(message), raw.source, formula)
+            return CrystalRecord(rid, None, "error", _clip(message), raw.source, formula, raw.extra)
         formula = _formula(structure)
-    return CrystalRecord(rid, structure, "ok", None, raw.source, formula)
+    return CrystalRecord(rid, structure, "ok", None, raw.source, formula, raw.extra)
 
 
 def _unique_id(base: str, used: set[str]) -> str:
@@ -177,7 +208,9 @@ def _unique_id(base: str, used: set[str]) -> str:
 
 
 def _expand(item: Any, k: int, opts: _Options) -> Iterator[_Raw]:
-    if isinstance(item, (str, os.PathLike)):
+    if isinstance(item, str) and _looks_like_cif_text(item):
+        yield from _cif_text_item(item, k)
+    elif isinstance(item, (str, os.PathLike)):
         yield from _expand_path(os.fspath(item), opts)
     elif isinstance(item, pd.DataFrame):
         yield from _table_rows(item, f"table_{k}", f"<DataFrame #{k}>", Path.cwd(), opts)
@@ -188,6 +221,28 @@ def _expand(item: Any, k: int, opts: _Options) -> Iterator[_Raw]:
     else:
         name = type(item).__name__
         yield _Raw(f"input_{k}", f"<{name} #{k}>", error=f"unsupported input type {name}")
+
+
+def _looks_like_cif_text(text: str) -> bool:
+    """CIF content given directly (not a path): several lines with a data block or cell tags."""
+    return "\n" in text and ("data_" in text or "_cell_length_a" in text)
+
+
+def _cif_text_item(text: str, k: int) -> Iterator[_Raw]:
+    """The crystals of CIF text passed as an input; ids from the data block names."""
+    source = f"<CIF text #{k}>"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            entries = _cif_entries(text if _split_cif_blocks(text) else "data_cell\n" + text)
+    except Exception as exc:
+        yield _Raw(f"cif_{k}", source, error=_explain(exc, "cif"))
+        return
+    names = re.findall(r"^\s*data_(\S*)", text, re.M) or [""]
+    for j, entry in enumerate(entries):
+        name = names[j] if j < len(names) and names[j] and names[j] != "cell" else f"cif_{k}"
+        yield _rename(entry, name if len(entries) == 1 or name != f"cif_{k}" else f"{name}#{j}",
+                      source if len(entries) == 1 else f"{source}#{j}")
 
 
 def _object_id(obj: Any) -> str | None:
@@ -516,22 +571,33 @@ def _table_rows(table: pd.DataFrame, stem: str, source: str, base: Path, opts: _
     columns = [str(c) for c in table.columns if str(c) != "__error__"]
     table = table.rename(columns=str)
     scol = _pick(columns, opts.structure_column, STRUCTURE_COLUMNS, "structure", source)
-    if scol is None:
+    fcol = _pick(columns, opts.formula_column, FORMULA_COLUMNS, "formula", source)
+    if scol is None and fcol is None:
         raise ValueError(
-            f"table {source} has no structure column (looked for {list(STRUCTURE_COLUMNS)}); "
-            f"its columns are {columns}; pass structure_column=..."
+            f"table {source} has no structure column (looked for {list(STRUCTURE_COLUMNS)}) and no formula column "
+            f"(looked for {list(FORMULA_COLUMNS)}); its columns are {columns}; pass structure_column=..."
         )
     icol = _pick(columns, opts.id_column, ID_COLUMNS, "id", source)
-    cells = table[scol].tolist()
-    ids = table[icol].tolist() if icol else [None] * len(cells)
-    errors = table["__error__"].tolist() if "__error__" in table.columns else [None] * len(cells)
-    for i, (cell, rid, err) in enumerate(zip(cells, ids, errors)):
+    n = len(table)
+    cells = table[scol].tolist() if scol else [None] * n
+    formulas = [_cell_text(f) for f in table[fcol].tolist()] if fcol else [None] * n
+    ids = table[icol].tolist() if icol else [None] * n
+    errors = table["__error__"].tolist() if "__error__" in table.columns else [None] * n
+    kept = [c for c in columns if c not in (scol, icol, fcol)]
+    extras = table[kept].to_dict("records") if kept else [{} for _ in range(n)]
+    for i, (cell, rid, err, formula, extra) in enumerate(zip(cells, ids, errors, formulas, extras)):
         row_id = _cell_text(rid) or f"{stem}:{i}"
         row_source = f"{source}:row {i}"
         if isinstance(err, str):
-            yield _Raw(row_id, row_source, error=err)
+            raw = _Raw(row_id, row_source, error=err)
+        elif formula is not None and _cell_text(cell) is None:
+            why = f"empty structure cell in column {scol!r}" if scol else "no structure column in the table"
+            raw = _Raw(row_id, row_source, error=why, formula_only=True)
         else:
-            yield _rename(_parse_cell(cell, scol, base), row_id, row_source)
+            raw = _rename(_parse_cell(cell, scol, base), row_id, row_source)
+        raw.formula = formula if formula is not None else raw.formula
+        raw.extra = extra
+        yield raw
 
 
 def _cell_text(value: Any) -> str | None:

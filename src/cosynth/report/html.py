@@ -12,12 +12,12 @@ import base64
 import html
 import io
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from cosynth.io.files import atomic_write_text
 
 BODY_START, BODY_END = "<!--cosynth:body-->", "<!--/cosynth:body-->"
 STYLE = """
@@ -115,36 +115,6 @@ class HtmlReport:
 def page(title: str, content: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{STYLE}</style><script>{CHECK_SCRIPT}</script></head>\n<body>\n{content}\n</body></html>\n")
-
-
-def atomic_write_text(path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix + ".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(path, data) -> Path:
-    """JSON with NaN written as null (strict JSON readers reject NaN)."""
-    return atomic_write_text(path, json.dumps(_clean(data), indent=2, default=str) + "\n")
-
-
-def _clean(x):
-    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):  # numpy scalars
-        try:
-            return _clean(x.item())
-        except (ValueError, AttributeError):
-            return x
-    return x
 
 
 def combine(pages: list[Path], out: Path, title: str = "cosynth report") -> Path:

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from cosynth.config import cache_dir
 from ase.data import covalent_radii
 from pymatgen.core import Composition, Element, Structure
 
@@ -50,9 +52,7 @@ CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "tri
 
 def default_cache_dir() -> Path:
     """$COSYNTH_CACHE/descriptors, else the user cache folder (never the repository)."""
-    if os.environ.get("COSYNTH_CACHE"):
-        return Path(os.environ["COSYNTH_CACHE"]) / "descriptors"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cosynth" / "descriptors"
+    return cache_dir("descriptors")
 
 
 def composition_descriptors(formula: str | Composition) -> dict[str, float]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from cosynth.config import cache_dir
+from cosynth.io.files import atomic_write
 
 MAX_NEIGHBOURS = 12
 RADIUS = 8.0
@@ -26,8 +28,7 @@ CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "tri
 
 def default_cache_dir() -> Path:
     """``$COSYNTH_CACHE/graphs`` or the user cache dir (``$XDG_CACHE_HOME``, ~/.cache) — never the repo."""
-    root = os.environ.get("COSYNTH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cosynth"
-    return Path(root) / "graphs"
+    return cache_dir("graphs")
 
 
 @dataclass
@@ -43,15 +44,11 @@ class CrystalGraph:
     volume_per_atom: float
 
     def to_npz(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, **{k: getattr(self, k) for k in self.__dataclass_fields__})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a name
+                np.savez(fh, **{k: getattr(self, k) for k in self.__dataclass_fields__})
+
+        atomic_write(path, write)
 
     @classmethod
     def from_npz(cls, path: Path) -> "CrystalGraph":

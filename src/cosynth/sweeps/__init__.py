@@ -1,4 +1,4 @@
-"""Hyper-parameter sweeps over ``cosynth.training.cosnet.fit``: a local runner and a Ray Tune backend."""
+"""Hyper-parameter sweeps over ``cosynth.training.bimodal.fit``: a local runner and a Ray Tune backend."""
 
 from cosynth.sweeps.runner import PAPER_GRID, expand, load_grid, run_sweep
 

@@ -1,6 +1,6 @@
 """Ray Tune backend for grid sweeps (optional extra ``cosynth[ray]``): the same trials, on a cluster.
 
-Each Ray trial calls ``cosynth.training.cosnet.fit`` for one combination and seed and reports its
+Each Ray trial calls ``cosynth.training.bimodal.fit`` for one combination and seed and reports its
 metrics; run directories are the same as the local runner's, so a sweep can move between
 backends and still reuse finished runs.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cosynth.training.cosnet import FitConfig
+from cosynth.training.bimodal import FitConfig
 
 
 def run_ray(splits: dict[str, pd.DataFrame], combos: list[dict], out, *, base: FitConfig, seeds=(0,),

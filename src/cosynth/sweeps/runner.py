@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cosynth.training.cosnet import FitConfig, fit
+from cosynth.training.bimodal import FitConfig, fit
 
 # The COSNet paper's grid (spec: weight decay × lr × lr decay × concatenation × scalar weight).
 PAPER_GRID = {

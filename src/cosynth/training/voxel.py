@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from cosynth.io.files import read_table, write_table
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -114,15 +116,7 @@ def _table_split(df: pd.DataFrame, column: str, positions: np.ndarray) -> dict[s
 
 
 def _read_table(table) -> pd.DataFrame:
-    if isinstance(table, pd.DataFrame):
-        return table
-    path = Path(table)
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        return pd.read_parquet(path)
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        return pd.read_json(path, lines=True)
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return table if isinstance(table, pd.DataFrame) else read_table(table)
 
 
 class RotatedCrystals(Dataset):
@@ -217,7 +211,7 @@ def _lightning():
                 self.history.unlink()
             elif self.history.exists():  # resumed: drop rows of epochs that will be redone
                 hist = pd.read_csv(self.history)
-                _atomic_csv(hist[hist.epoch < trainer.current_epoch], self.history)
+                write_table(hist[hist.epoch < trainer.current_epoch], self.history)
 
         def on_train_epoch_end(self, trainer, module):
             m = trainer.callback_metrics
@@ -228,7 +222,7 @@ def _lightning():
                 self.warned = True
                 warnings.warn(note, stacklevel=1)
             hist = pd.read_csv(self.history) if self.history.exists() else pd.DataFrame()
-            _atomic_csv(pd.concat([hist, pd.DataFrame([row])], ignore_index=True), self.history)
+            write_table(pd.concat([hist, pd.DataFrame([row])], ignore_index=True), self.history)
 
     return L, VoxelClassifier, EpochState
 
@@ -246,12 +240,6 @@ def collapse_note(row) -> str | None:
     shares = ", ".join(f"{c.removeprefix('active_')} {100 * float(row[c]):.2f} %" for c in dead)
     return (f"epoch {int(row['epoch'])}: the network has collapsed ({shares} of ReLUs active): it gives every "
             "crystal the same score and cannot recover; retrain with a lower --lr (e.g. 1e-4)")
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, progress: bool = True) -> dict:
@@ -309,7 +297,7 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
 def finalize_run(run_dir: Path, config: TrainConfig, table: str, ids, structures, labels, parts) -> dict:
     """Export the best checkpoint as a model file and measure it on the test split."""
     from cosynth.evaluate.metrics import binary_metrics
-    from cosynth.models.store import save_model
+    from cosynth.models.registry import save_model
     from cosynth.predict import predict
 
     _, VoxelClassifier, _ = _lightning()
@@ -332,11 +320,11 @@ def finalize_run(run_dir: Path, config: TrainConfig, table: str, ids, structures
     provenance = {"trained_by": "cosynth train voxel", "table": table,
                   "config": {**asdict(config)}, "n_train": int(len(parts["train"])), "n_val": int(len(parts["val"])),
                   "n_test": int(len(test_idx))}
-    from cosynth.evaluate.domain import training_domain
+    from cosynth.models.domain import training_domain
 
     train_idx = parts["train"]
     domain = training_domain(model, [ids[i] for i in train_idx], [structures[i] for i in train_idx],
                              sampler=config.sampler, seed=config.seed)
-    save_model(model, run_dir / "model.pt", sampler=config.sampler, provenance=provenance, metrics=metrics,
-               domain=domain)
+    save_model(model, run_dir / "model.pt", {"sampler": config.sampler, "task": "classification",
+                                             "provenance": provenance, "metrics": metrics, "domain": domain})
     return metrics

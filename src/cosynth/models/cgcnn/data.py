@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from cosynth.models.cosnet.data import BimodalDataset, BimodalRows, featurize
+from cosynth.models.bimodal_data import BimodalDataset, BimodalRows, featurize
 
 
 def structure_rows(frame, **kwargs) -> tuple[BimodalRows, object]:

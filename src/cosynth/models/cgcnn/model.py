@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cosynth.models.roost.layers import ResidualMLP, SafeBatchNorm, scatter_mean, scatter_sum
+from cosynth.models.layers import ResidualMLP, SafeBatchNorm, scatter_mean, scatter_sum, ConfiguredModule
 from cosynth.represent.composition import DEFAULT_EMBEDDING, element_embedding
 from cosynth.represent.graph import GraphBatch
 
@@ -95,7 +95,7 @@ class CGCNNEncoder(nn.Module):
         return F.softplus(self.out(pooled))
 
 
-class CGCNN(nn.Module):
+class CGCNN(ConfiguredModule):
     """de-CGCNN encoder + residual output MLP: a structure-only property model."""
 
     def __init__(self, embedding: str = DEFAULT_EMBEDDING, d: int = 64, n_conv: int = 3, descriptors: bool = True,

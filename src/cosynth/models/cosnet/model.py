@@ -13,13 +13,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cosynth.models.roost.layers import ResidualMLP, mlp
+from cosynth.models.layers import ResidualMLP, mlp, ConfiguredModule
 from cosynth.models.cgcnn.model import CGCNNEncoder
 from cosynth.models.roost.model import RoostEncoder
 from cosynth.represent.composition import DEFAULT_EMBEDDING
 
 
-class COSNet(nn.Module):
+class COSNet(ConfiguredModule):
     def __init__(self, embedding: str = DEFAULT_EMBEDDING, d: int = 64, roost_layers: int = 3, heads: int = 3,
                  roost_hidden: int = 128, n_conv: int = 3, descriptors: bool = True, weight_hidden=(64, 32),
                  scalar_weight: bool = True, concat: bool = False, update_hidden: int = 64, out_hidden=(64, 32),

@@ -1,6 +1,6 @@
 """Roost data: the shared bimodal pipeline with every structure hidden (composition only)."""
 
-from cosynth.models.cosnet.data import BimodalDataset, BimodalRows, apply_mode, featurize
+from cosynth.models.bimodal_data import BimodalDataset, BimodalRows, apply_mode, featurize
 
 
 def composition_rows(frame, **kwargs) -> tuple[BimodalRows, object]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cosynth.models.roost.layers import ResidualMLP, mlp, scatter_sum, weighted_softmax
+from cosynth.models.layers import ResidualMLP, mlp, scatter_sum, weighted_softmax, ConfiguredModule
 from cosynth.represent.composition import DEFAULT_EMBEDDING, CompositionBatch, element_embedding
 
 
@@ -63,7 +63,7 @@ class RoostEncoder(nn.Module):
         return self.pool(h, batch.fractions, batch.crystal_idx, batch.n)
 
 
-class Roost(nn.Module):
+class Roost(ConfiguredModule):
     """Roost encoder + residual output MLP: a composition-only property model."""
 
     def __init__(self, embedding: str = DEFAULT_EMBEDDING, d: int = 64, n_layers: int = 3, heads: int = 3,

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cosynth.models.layers import ConfiguredModule
+
 from cosynth.models.voxel_cnn.sparse import sparse_first_block
 from cosynth.represent.voxel import GRID, SparseImage, channel_table
 
@@ -52,7 +54,7 @@ class SparseBatch:
         return x
 
 
-class VoxelCNN(nn.Module):
+class VoxelCNN(ConfiguredModule):
     """Synthesizability CNN on 3×128³ voxel images.
 
     ``path`` chooses how block 1 runs: ``"sparse"`` (default on CPU; exact, fast, low memory)

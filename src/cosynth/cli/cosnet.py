@@ -8,10 +8,9 @@ from typing import Optional
 
 import typer
 
+from cosynth.cli.common import fail
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+
 
 
 def _splits(data: Optional[Path], dataset: Optional[str], table: Optional[Path], split_column: str,
@@ -19,19 +18,19 @@ def _splits(data: Optional[Path], dataset: Optional[str], table: Optional[Path],
     """Train/val/test frames from a COSNet dataset name or a table with a split column."""
     if dataset:
         from cosynth.data.cosnet_splits import load_cosnet_split
-        from cosynth.experiments.cosnet import DEFAULT_SHARED
+        from cosynth.config import data_root
 
-        return load_cosnet_split(data or DEFAULT_SHARED, dataset)
+        return load_cosnet_split(data_root(data), dataset)
     if table is None:
-        _fail("give --dataset NAME or a TABLE with a split column")
+        fail("give --dataset NAME or a TABLE with a split column")
     import pandas as pd
 
-    from cosynth.training.voxel import _read_table
+    from cosynth.io.files import read_table
 
-    df = _read_table(table)
+    df = read_table(table)
     for col in (split_column, id_column, formula_column, target):
         if col not in df.columns:
-            _fail(f"column {col!r} not in {table} (columns: {', '.join(map(str, df.columns))})")
+            fail(f"column {col!r} not in {table} (columns: {', '.join(map(str, df.columns))})")
     cif = df[cif_column] if cif_column and cif_column in df.columns else None
     if cif is not None:  # a column of paths is read as files
         cif = [Path(c).read_text() if isinstance(c, str) and not c.lstrip().startswith(("data_", "#")) and Path(c).is_file()
@@ -43,12 +42,12 @@ def _splits(data: Optional[Path], dataset: Optional[str], table: Optional[Path],
     out = {k: frame[frame["split"] == k].drop(columns="split").reset_index(drop=True) for k in ("train", "val", "test")}
     empty = [k for k, v in out.items() if not len(v)]
     if empty:
-        _fail(f"no rows with {split_column} = {', '.join(empty)} (values must be train/val/test)")
+        fail(f"no rows with {split_column} = {', '.join(empty)} (values must be train/val/test)")
     return out
 
 
 def _train(family: str, **kw) -> None:
-    from cosynth.training.cosnet import FitConfig, fit_seeds
+    from cosynth.training.bimodal import FitConfig, fit_seeds
 
     splits = _splits(kw.pop("data"), kw.pop("dataset"), kw.pop("table"), kw.pop("split_column"),
                      kw.pop("id_column"), kw.pop("formula_column"), kw.pop("cif_column"), kw.pop("target"))
@@ -58,7 +57,7 @@ def _train(family: str, **kw) -> None:
         config.check()
         df = fit_seeds(splits, out, config, seeds=range(seeds), progress=False, verbose=True)
     except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(json.dumps(df.filter(regex="seed|test_mae_(all|with|without)|accuracy|auc|best_epoch").to_dict(orient="records"),
                           indent=2))
 
@@ -120,7 +119,7 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
             res = reproduce(dataset, quick=quick, out=out, runs=runs, seeds=seeds, epochs=epochs,
                             weight_decay=weight_decay, fraction_study=fraction_study)
         except (ValueError, FileNotFoundError) as err:
-            _fail(str(err))
+            fail(str(err))
         out_dir = out or Path("reports/cosnet-quick" if quick else "reports/cosnet") / dataset
         typer.echo(f"wrote {out_dir}/report.md, report.json and {len(res['figures'])} figures "
                    f"({res['wall_seconds_this_command'] / 60:.1f} min)")

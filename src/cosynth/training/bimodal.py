@@ -24,10 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from cosynth.io.files import atomic_write_json, write_table
+from cosynth.models.registry import model_class, save_model
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from cosynth.models.cosnet.data import (MODES, BimodalDataset, BimodalRows, apply_mode, featurize,
+from cosynth.models.bimodal_data import (predict_rows, MODES, BimodalDataset, BimodalRows, apply_mode, featurize,
                                         keep_structure_fraction)
 from cosynth.represent.composition import DEFAULT_EMBEDDING
 from cosynth.represent.graph import GraphCache
@@ -35,7 +38,6 @@ from cosynth.training import run_checkpoints
 
 FAMILIES = ("roost", "cgcnn", "cosnet")
 TASKS = ("regression", "classification")
-MODEL_FORMAT = "cosynth-model/1"
 
 
 @dataclass
@@ -72,11 +74,7 @@ class FitConfig:
 
 # ---- model construction and self-describing files ---------------------------------------------
 def build_model(family: str, params: dict) -> torch.nn.Module:
-    from cosynth.models.cgcnn.model import CGCNN
-    from cosynth.models.cosnet.model import COSNet
-    from cosynth.models.roost.model import Roost
-
-    return {"roost": Roost, "cgcnn": CGCNN, "cosnet": COSNet}[family](**params)
+    return model_class(family).from_config(params)
 
 
 def model_params(config: FitConfig, nonneg: bool) -> dict:
@@ -84,35 +82,6 @@ def model_params(config: FitConfig, nonneg: bool) -> dict:
     if config.model == "cosnet":
         p.update(concat=config.concat, scalar_weight=config.scalar_weight)
     return p
-
-
-def save_bimodal_model(model, path, *, family: str, scale: float, task: str, provenance: dict,
-                       metrics: dict | None = None) -> Path:
-    """Write the model with its family, constructor parameters and target scale (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": MODEL_FORMAT, "family": family, "config": model.config, "target_scale": float(scale),
-               "task": task, "provenance": provenance, "metrics": metrics or {},
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def load_bimodal_model(path) -> tuple[torch.nn.Module, dict]:
-    """(model in eval mode, metadata) from a file written by ``save_bimodal_model``."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != MODEL_FORMAT or payload.get("family") not in FAMILIES:
-        raise ValueError(f"{path} is not a cosynth Roost/CGCNN/COSNet model file")
-    model = build_model(payload["family"], payload["config"])
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), {k: v for k, v in payload.items() if k != "state_dict"}
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -224,7 +193,7 @@ def _lightning():
             self.t0 = time.perf_counter()
             if self.history.exists():  # resumed or restarted: drop epochs that will be redone
                 hist = pd.read_csv(self.history)
-                _atomic_csv(hist[hist.epoch < trainer.current_epoch], self.history)
+                write_table(hist[hist.epoch < trainer.current_epoch], self.history)
 
         def on_validation_epoch_end(self, trainer, module):
             if trainer.sanity_checking:
@@ -236,24 +205,12 @@ def _lightning():
                    "seconds": round(time.perf_counter() - self.t0, 2)}
             hist = pd.read_csv(self.history) if self.history.exists() else pd.DataFrame()
             hist = hist[hist.epoch != row["epoch"]] if len(hist) else hist
-            _atomic_csv(pd.concat([hist, pd.DataFrame([row])], ignore_index=True), self.history)
+            write_table(pd.concat([hist, pd.DataFrame([row])], ignore_index=True), self.history)
             if self.verbose:
                 shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr"))
                 print(f"[{self.history.parent.name}] epoch {row['epoch']} {shown} ({row['seconds']}s)", flush=True)
 
     return L, BimodalModule, EpochState
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def _atomic_json(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
 
 
 def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: bool = True,
@@ -278,7 +235,7 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     raw, seen, problems = prepare(splits, config, cache=cache, progress=progress)
     problems.to_csv(run_dir / "problems.csv", index=False)
-    _atomic_json(asdict(config), run_dir / "config.json")
+    atomic_write_json(run_dir / "config.json", asdict(config))
 
     train_y = seen["train"].target
     if config.task == "regression":
@@ -327,32 +284,6 @@ def _same_config(run_dir: Path, config: FitConfig) -> bool:
         return False
     saved = {**asdict(FitConfig()), **json.loads(path.read_text())}  # fields added later take their default
     return saved == json.loads(json.dumps(asdict(config)))
-
-
-@torch.no_grad()
-def predict_rows(model, rows: BimodalRows, scale: float, batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Predictions (original units), composition weight and C of each row (eval mode)."""
-    model.eval()
-    ds = BimodalDataset(rows, scale)
-    out, wc, C = [], [], []
-    for start in range(0, len(ds), batch_size):
-        batch = ds.collate(list(range(start, min(start + batch_size, len(ds)))))
-        if hasattr(model, "parts"):
-            parts = model.parts(batch)
-            out.append(parts["out"]), wc.append(parts["w_c"]), C.append(parts["C"])
-        else:
-            out.append(model(batch))
-            if hasattr(model.encoder, "pool"):  # Roost: its encoding is the C of COSNet
-                C.append(model.encoder(batch.comp))
-    pred = torch.cat(out).numpy()
-    res = {"prediction": pred * scale}
-    if wc:
-        w = torch.cat(wc).numpy()
-        res["w_c"] = w.mean(1)
-        res["w_c_norm"] = np.linalg.norm(w, axis=1)
-    if C:
-        res["C"] = torch.cat(C).numpy()
-    return res
 
 
 def subset_masks(frame_status: np.ndarray, has_structure: np.ndarray) -> dict[str, np.ndarray]:
@@ -422,11 +353,11 @@ def finalize(run_dir: Path, config: FitConfig, splits, raw, seen, scale: float, 
     pd.concat(frames, ignore_index=True).to_csv(run_dir / "predictions.csv", index=False)
     if reps:
         np.savez_compressed(run_dir / "representations.npz", **reps)
-    save_bimodal_model(model, run_dir / "model.pt", family=config.model, scale=scale, task=config.task,
-                       provenance={"trained_by": f"cosynth train {config.model}", "config": asdict(config)},
-                       metrics=metrics)
+    save_model(model, run_dir / "model.pt", {"task": config.task, "target_scale": scale,
+                                             "provenance": {"trained_by": f"cosynth train {config.model}",
+                                                            "config": asdict(config)}, "metrics": metrics})
     metrics["finished"] = True
-    _atomic_json(metrics, run_dir / "metrics.json")
+    atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 

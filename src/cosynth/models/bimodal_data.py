@@ -164,3 +164,29 @@ class BimodalDataset(torch.utils.data.Dataset):
             y = y.unsqueeze(1)
         return BimodalBatch(comp, graphs, torch.tensor(use, dtype=torch.int64),
                             torch.from_numpy(r.present[idx].astype(np.float32)), y, len(idx))
+
+
+@torch.no_grad()
+def predict_rows(model, rows: BimodalRows, scale: float, batch_size: int = 512) -> dict[str, np.ndarray]:
+    """Predictions (original units), composition weight and C of each row (eval mode)."""
+    model.eval()
+    ds = BimodalDataset(rows, scale)
+    out, wc, C = [], [], []
+    for start in range(0, len(ds), batch_size):
+        batch = ds.collate(list(range(start, min(start + batch_size, len(ds)))))
+        if hasattr(model, "parts"):
+            parts = model.parts(batch)
+            out.append(parts["out"]), wc.append(parts["w_c"]), C.append(parts["C"])
+        else:
+            out.append(model(batch))
+            if hasattr(model.encoder, "pool"):  # Roost: its encoding is the C of COSNet
+                C.append(model.encoder(batch.comp))
+    pred = torch.cat(out).numpy()
+    res = {"prediction": pred * scale}
+    if wc:
+        w = torch.cat(wc).numpy()
+        res["w_c"] = w.mean(1)
+        res["w_c_norm"] = np.linalg.norm(w, axis=1)
+    if C:
+        res["C"] = torch.cat(C).numpy()
+    return res

@@ -8,10 +8,9 @@ from typing import List, Optional
 
 import typer
 
+from cosynth.cli.common import fail
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+
 
 
 def _names(text: Optional[str]) -> Optional[list[str]]:
@@ -32,18 +31,18 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
         group: Optional[str] = typer.Option(None, help="Column whose groups CV folds never split (e.g. formula)."),
         folds: int = typer.Option(5, help="Cross-validation folds of the shortcut score."),
         seed: int = typer.Option(0, help="Seed of the CV folds."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output folder: audit.json, audit.html, figures/."),
+        out: Path = typer.Option(..., "--output", "-o", help="Output folder: audit.json, audit.html, figures/."),
     ) -> None:
         """Is the data biased? Class/source distributions of descriptors and shortcut scores."""
         from cosynth.audit.audit import audit_table, verdict_table
 
         if not table.exists():
-            _fail(f"{table}: no such file")
+            fail(f"{table}: no such file")
         try:
             result = audit_table(table, label, source=source, descriptors=_names(descriptors), group=group,
                                  folds=folds, seed=seed, out_dir=out, title=f"Data audit: {table.name}")
         except ValueError as err:
-            _fail(str(err))
+            fail(str(err))
         vt = verdict_table(result)
         typer.echo(vt.drop(columns=["reasons"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         v = result["verdict"]
@@ -54,7 +53,7 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
     @app.command()
     def report(
         dirs: List[Path] = typer.Argument(..., help="Output folders of audit/evaluate/stress (or HTML pages)."),
-        out: Path = typer.Option(Path("report.html"), "--out", "-o", help="Combined HTML page."),
+        out: Path = typer.Option(Path("report.html"), "--output", "-o", help="Combined HTML page."),
         title: str = typer.Option("cosynth report", help="Page title."),
     ) -> None:
         """Combine the HTML pages of several commands into one self-contained page."""
@@ -67,14 +66,14 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
             elif d.is_dir():
                 found = sorted(p for p in d.glob("*.html") if p.resolve() != out.resolve())
                 if not found:
-                    _fail(f"{d}: no HTML page in it")
+                    fail(f"{d}: no HTML page in it")
                 pages.extend(found)
             else:
-                _fail(f"{d}: no such file or folder")
+                fail(f"{d}: no such file or folder")
         try:
             combine(pages, out, title=title)
         except ValueError as err:
-            _fail(str(err))
+            fail(str(err))
         typer.echo(f"wrote {out} ({len(pages)} pages)", err=True)
 
     register_evaluation(app)
@@ -91,7 +90,7 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
         seed: int = typer.Option(0),
         fix: Optional[str] = typer.Option(None, help="normalize-volume: rows to rescale as COLUMN=VALUE "
                                                      "(default: the negatives)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output table (.parquet/.csv/.jsonl)."),
+        out: Path = typer.Option(..., "--output", "-o", help="Output table (.parquet/.csv/.jsonl)."),
     ) -> None:
         """Reduce a dataset bias; re-run `cosynth audit` on the output to see the effect."""
         import json
@@ -100,17 +99,17 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
         from cosynth.data.table import read_table
 
         if not table.exists():
-            _fail(f"{table}: no such file")
+            fail(f"{table}: no such file")
         fix_source = None
         if fix:
             if "=" not in fix:
-                _fail("--fix must look like COLUMN=VALUE, e.g. source=generated")
+                fail("--fix must look like COLUMN=VALUE, e.g. source=generated")
             fix_source = tuple(fix.split("=", 1))
         try:
             new, summary = mitigate_table(read_table(table), label, method, descriptor=descriptor, bins=bins,
                                           seed=seed, fix_source=fix_source)
         except ValueError as err:
-            _fail(str(err))
+            fail(str(err))
         new.write(out)
         typer.echo(json.dumps(summary, indent=2, default=str))
         typer.echo(f"wrote {out}; check it with: cosynth audit {out} --label {label} -o <dir>", err=True)
@@ -123,7 +122,7 @@ def _named(items: list[str]) -> dict:
         name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
         name = name or Path(path).stem.replace(".card", "")
         if name in out:
-            _fail(f"two inputs are named {name!r}; use name=path")
+            fail(f"two inputs are named {name!r}; use name=path")
         out[name] = path
     return out
 
@@ -132,9 +131,9 @@ def _factors(text: str) -> list[float]:
     try:
         values = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        _fail(f"--factors must be comma-separated numbers, not {text!r}")
+        fail(f"--factors must be comma-separated numbers, not {text!r}")
     if not values or any(v <= 0 for v in values):
-        _fail("--factors must be positive volume factors")
+        fail("--factors must be positive volume factors")
     return values
 
 
@@ -154,15 +153,15 @@ def register_evaluation(app: typer.Typer) -> None:
         threshold: float = typer.Option(0.5),
         run: Optional[Path] = typer.Option(None, help="Training run folder (learning curves from history.csv)."),
         workers: int = typer.Option(1, help="Processes building images."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+        out: Path = typer.Option(..., "--output", "-o", help="Output folder."),
     ) -> None:
         """Metrics, ROC, likelihood histograms and learning curves of a model on a labelled table."""
         from cosynth.evaluate.evaluate import evaluate_model, evaluate_scores, write_evaluation
 
         if (model is None) == (score is None):
-            _fail("give exactly one of --model or --score")
+            fail("give exactly one of --model or --score")
         if not table.exists():
-            _fail(f"{table}: no such file")
+            fail(f"{table}: no such file")
         try:
             if model is not None:
                 result = evaluate_model(model, table, label, ensemble=ensemble, seed=seed, threshold=threshold,
@@ -174,7 +173,7 @@ def register_evaluation(app: typer.Typer) -> None:
                 frame = read_table(table).frame
                 for col in (label, score):
                     if col not in frame.columns:
-                        _fail(f"no column {col!r} in {table}")
+                        fail(f"no column {col!r} in {table}")
                 result = evaluate_scores(frame[label], frame[score], threshold=threshold)
                 import pandas as pd
 
@@ -182,7 +181,7 @@ def register_evaluation(app: typer.Typer) -> None:
                 write_evaluation(result, frame, label, out, history=hist, score_column=score,
                                  title=f"Evaluation of {score} on {table.name}")
         except ValueError as err:
-            _fail(str(err))
+            fail(str(err))
         m = result["metrics"]
         typer.echo("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in m.items() if not isinstance(v, dict)))
@@ -197,7 +196,7 @@ def register_evaluation(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
         threshold: float = typer.Option(0.5),
         workers: int = typer.Option(1),
-        out: Path = typer.Option(..., "--out", "-o"),
+        out: Path = typer.Option(..., "--output", "-o"),
     ) -> None:
         """Every model on every test table: the metrics matrix (the paper's swapped test sets)."""
         from cosynth.evaluate.stress import cross_evaluate, write_cross
@@ -206,7 +205,7 @@ def register_evaluation(app: typer.Typer) -> None:
             df = cross_evaluate(_named(model), _named(tables), label, ensemble=ensemble, seed=seed,
                                 threshold=threshold, out_dir=out, workers=workers)
         except (ValueError, FileNotFoundError) as err:
-            _fail(str(err))
+            fail(str(err))
         write_cross(df, out)
         typer.echo(df.drop(columns=["tp", "fp", "tn", "fn"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
@@ -220,7 +219,7 @@ def register_evaluation(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
         threshold: float = typer.Option(0.5),
         workers: int = typer.Option(1),
-        out: Path = typer.Option(..., "--out", "-o"),
+        out: Path = typer.Option(..., "--output", "-o"),
     ) -> None:
         """Scale every structure's volume, predict again, and plot metrics and likelihood per factor."""
         from cosynth.evaluate.stress import volume_sweep, write_sweep
@@ -229,7 +228,7 @@ def register_evaluation(app: typer.Typer) -> None:
             df, dens = volume_sweep(_named(model), table, label, factors=_factors(factors), ensemble=ensemble,
                                     seed=seed, threshold=threshold, out_dir=out, workers=workers)
         except (ValueError, FileNotFoundError) as err:
-            _fail(str(err))
+            fail(str(err))
         write_sweep(df, dens, out)
         typer.echo(df.drop(columns=["tp", "fp", "tn", "fn"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
@@ -245,16 +244,17 @@ def register_evaluation(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
         threshold: float = typer.Option(0.5),
         limit: Optional[int] = typer.Option(None, help="Only the first N crystals (the study costs E·R images each)."),
-        out: Path = typer.Option(..., "--out", "-o"),
+        out: Path = typer.Option(..., "--output", "-o"),
     ) -> None:
         """How many rotations does a stable prediction need? Consistency per ensemble size (paper Table I)."""
         from cosynth.data.table import read_table
         from cosynth.evaluate.ensemble import ensemble_study, write_study
-        from cosynth.models.store import load_model
+        from cosynth.models.registry import load_model
 
         try:
             tab = read_table(table)
-            net, meta = load_model(model)
+            loaded = load_model(model)
+            net, meta = loaded.network, loaded.meta
             keep = [i for i, s in enumerate(tab.structures()) if s is not None][: limit or None]
             result = ensemble_study(net, [tab.structures()[i] for i in keep],
                                     tab.frame["id"].astype(str).iloc[keep].tolist(),
@@ -262,7 +262,7 @@ def register_evaluation(app: typer.Typer) -> None:
                                     threshold=threshold, mode=mode, pool_size=pool_size,
                                     samplers=tuple(samplers.split(",")), progress=True)
         except ValueError as err:
-            _fail(str(err))
+            fail(str(err))
         result["model"] = str(meta.get("path"))
         write_study(result, out)
         from cosynth.evaluate.ensemble import study_table
@@ -298,7 +298,7 @@ def register_bias_study(reproduce_app: typer.Typer) -> None:
                                  workers=workers)
             result = reproduce(out, work=work, data_root=data, config=config)
         except (ValueError, FileNotFoundError) as err:
-            _fail(str(err))
+            fail(str(err))
         for line in result["interpretation"]:
             typer.echo(line)
         total = sum(v["seconds"] for v in result["stage_seconds"].values())

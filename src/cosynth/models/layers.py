@@ -74,3 +74,18 @@ class ResidualMLP(nn.Module):
         for fc, bn, skip in zip(self.fcs, self.bns, self.skips):
             x = self.act(bn(fc(x))) + skip(x)
         return self.out(x)
+
+
+class ConfiguredModule(nn.Module):
+    """A network whose ``config`` (its constructor arguments, plain JSON values) rebuilds it.
+
+    Model files store ``config`` next to the weights, so the file alone rebuilds the network
+    (:func:`cosynth.models.registry.load_model`).
+    """
+
+    config: dict
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ConfiguredModule":
+        """A fresh (untrained) network with the constructor arguments in ``config``."""
+        return cls(**config)

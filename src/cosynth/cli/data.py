@@ -12,6 +12,8 @@ from typing import List, Optional
 
 import typer
 
+from cosynth.cli.common import fail
+
 data_app = typer.Typer(no_args_is_help=True,
                        help="Crystal tables: load shared/public data, build the bias-study datasets, "
                             "generate CSPD-like negatives, split, check leakage.")
@@ -19,9 +21,6 @@ build_app = typer.Typer(no_args_is_help=True, help="Build the bias-study dataset
 data_app.add_typer(build_app, name="build")
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
@@ -30,7 +29,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
         if len(fr) != 3 or not all(f > 0 for f in fr):
             raise ValueError
     except ValueError:
-        _fail(f"--split must look like 60/20/20, got {text!r}")
+        fail(f"--split must look like 60/20/20, got {text!r}")
     return fr
 
 
@@ -76,7 +75,7 @@ def load_cmd(
     try:
         table = load(source, root, subset=subset)
     except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     if out is not None:
         table.write(out)
         _write_errors(table, out)
@@ -98,7 +97,7 @@ def load_optimade_cmd(
     try:
         table = load_optimade(base_url, filter, max_results=max_results)
     except (ValueError, RuntimeError, ConnectionError) as err:
-        _fail(str(err))
+        fail(str(err))
     if out is not None:
         table.write(out)
     _report(table, out, f"loaded {base_url}")
@@ -126,7 +125,7 @@ def build_single_source_cmd(
                                     stratify_source=stratify_source, fractions=_fractions(split), seed=seed,
                                     group_by_formula=group_by_formula)
     except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     _report(table, out, "single-source", left_out=True)
     _show_card(out)
 
@@ -155,7 +154,7 @@ def build_mixed_source_cmd(
                                    group_by_formula=group_by_formula, max_prototypes=max_prototypes,
                                    packing_fraction=packing_fraction)
     except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     _report(table, out, "mixed-source", left_out=True)
     _show_card(out)
 
@@ -197,7 +196,7 @@ def generate_negatives_cmd(
 
     targets = _formulas(formula, formula_file)
     if not targets:
-        _fail("give target formulas with --formula or --formula-file")
+        fail("give target formulas with --formula or --formula-file")
     try:
         config = GeneratorConfig(volume=volume, packing_fraction=packing_fraction, min_distance_factor=min_distance_factor,
                                  max_prototypes=max_prototypes, max_per_formula=max_per_formula, seed=seed)
@@ -206,7 +205,7 @@ def generate_negatives_cmd(
         if known_table is None and "label" in pool_table.frame.columns:
             known_table = pool_table.subset((pool_table.frame["label"] == 1).fillna(False).to_numpy())
     except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     from cosynth.data.table import normalize_formula
 
     wanted = set()
@@ -214,7 +213,7 @@ def generate_negatives_cmd(
         try:
             wanted.add(normalize_formula(f))
         except ValueError as err:
-            _fail(str(err))
+            fail(str(err))
     known_map: dict = {}
     if known_table is not None:
         sel = known_table.subset(known_table.frame["formula"].isin(wanted).to_numpy())
@@ -245,7 +244,7 @@ def split_cmd(
         tab = read_table(table, parse=False)
         result = run_split(tab, label=label or None, fractions=_fractions(split), seed=seed, group_by=group_by)
     except ValueError as err:
-        _fail(str(err))
+        fail(str(err))
     result.write(out)
     counts = result.frame["split"].value_counts().to_dict()
     typer.echo(f"split {len(result)} rows: {counts} → {out}", err=True)
@@ -265,7 +264,7 @@ def check_leakage_cmd(
     try:
         report = check_leakage(read_table(table, parse=False), split_column=split_column)
     except ValueError as err:
-        _fail(str(err))
+        fail(str(err))
     if out is not None:
         report.pairs.to_csv(out, index=False)
     typer.echo(json.dumps(report.summary, indent=2))
