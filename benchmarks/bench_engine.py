@@ -149,7 +149,7 @@ def main() -> None:
                  TARGETS["peak_rss_mb"]))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    print(f"| measure | unit | cosynth (sparse) | dense PyTorch | target |\n|---|---|---|---|---|")
+    print("| measure | unit | cosynth (sparse) | dense PyTorch | target |\n|---|---|---|---|---|")
     for name, unit, ours, base, target in rows:
         fmt = (lambda v: "–" if v is None else (f"{v:.3g}" if v < 100 else f"{v:.0f}"))
         print(f"| {name} | {unit} | {fmt(ours)} | {fmt(base)} | {'≤ ' + fmt(target) if target else '–'} |")

@@ -95,10 +95,11 @@ def test_train_rejects_a_bad_split(tmp_path):
 
 
 def test_bundled_model_loads_by_name_with_its_card():
-    from cosynth.models.store import DEFAULT_MODEL, PRETRAINED_DIR, bundled_models, load_model
+    from cosynth.models.registry import DEFAULT_MODEL, PRETRAINED_DIR, bundled_models, load_model
 
     assert DEFAULT_MODEL in bundled_models()
-    model, meta = load_model(DEFAULT_MODEL)
+    loaded = load_model(DEFAULT_MODEL)
+    model, meta = loaded.network, loaded.meta
     assert sum(p.numel() for p in model.parameters()) == 61703
     assert meta["image"]["sampler"] == "haar" and meta["provenance"]["n_test"] > 0
     assert 0.0 <= meta["metrics"]["roc_auc"] <= 1.0

@@ -18,9 +18,7 @@ the crystal's id, and the CNN always sees the same fixed chunks of a crystal's r
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from cosynth.audit.stats import (compare_categorical, compare_numeric, rank_auc, shortcut_auc,
-                                 standardised_mean_difference)
+from cosynth.audit.stats import (
+    compare_categorical,
+    compare_numeric,
+    rank_auc,
+    shortcut_auc,
+    standardised_mean_difference,
+)
 
 
 def test_smd_exact_on_small_samples():

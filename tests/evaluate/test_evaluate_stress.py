@@ -13,7 +13,7 @@ from cosynth.data.table import CrystalTable
 from cosynth.evaluate import ensemble as ens
 from cosynth.evaluate import stress
 from cosynth.evaluate.evaluate import evaluate_model, evaluate_scores, predict_table, regression_metrics
-from cosynth.models.store import save_model
+from cosynth.models.registry import save_model
 from cosynth.models.voxel_cnn.model import VoxelCNN
 
 
@@ -40,7 +40,7 @@ def table():
 def model_file(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("m") / "tiny.pt"
-    save_model(VoxelCNN().eval(), path, sampler="haar", provenance={"trained_by": "test: random init"})
+    save_model(VoxelCNN().eval(), path, {"sampler": "haar", "provenance": {"trained_by": "test: random init"}})
     return path
 
 
@@ -135,9 +135,9 @@ def test_volume_sweep_scales_density_and_factor_one_is_the_plain_prediction(tabl
 
 
 def test_ensemble_study_modes_and_sobol(table, model_file, tmp_path):
-    from cosynth.models.store import load_model
+    from cosynth.models.registry import load_model
 
-    net, _ = load_model(model_file)
+    net = load_model(model_file).network
     s, ids = table.structures()[:3], table.frame["id"].tolist()[:3]
     pool = ens.ensemble_study(net, s, ids, sizes=(1, 4), repeats=3, pool_size=8)
     assert [r["E"] for r in pool["rows"]] == [1, 4] and pool["pool_size"] == 8
@@ -198,7 +198,7 @@ def test_applicability_domain_scores_in_predict(table, tmp_path):
     train = _structures()[:6]
     ids = [f"t{i}" for i in range(6)]
     domain = training_domain(net, ids, train)
-    path = save_model(net, tmp_path / "m.pt", sampler="haar", provenance={"trained_by": "test"}, domain=domain)
+    path = save_model(net, tmp_path / "m.pt", {"sampler": "haar", "provenance": {"trained_by": "test"}, "domain": domain})
     far = Structure(Lattice.cubic(3.2), ["U", "U"], [[0, 0, 0], [0.5, 0.5, 0.5]])  # dense, heavy
     far.properties = {"id": "far"}
     near = train[1].copy()

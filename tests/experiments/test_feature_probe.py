@@ -41,12 +41,12 @@ def test_probe_finds_a_label_the_images_carry_and_skips_broken_rows(chemistry_ta
 
 
 def test_named_models(tmp_path):
-    from cosynth.models.store import save_model
+    from cosynth.models.registry import save_model
 
     name, net = fp.named_model("random", seed=3)
     assert name == "random" and not net.training
     same = fp.named_model("random", seed=3)[1]
     assert all(np.array_equal(a.detach(), b.detach()) for a, b in zip(net.parameters(), same.parameters()))
-    save_model(net, tmp_path / "m.pt", sampler="haar", provenance={"test": True})
+    save_model(net, tmp_path / "m.pt", {"sampler": "haar", "provenance": {"test": True}})
     name, loaded = fp.named_model(f"mine={tmp_path / 'm.pt'}")
     assert name == "mine" and np.array_equal(loaded.conv1.weight.detach(), net.conv1.weight.detach())

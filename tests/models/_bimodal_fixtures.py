@@ -2,9 +2,8 @@
 
 import functools
 
-import pytest
-
 import numpy as np
+import pytest
 from pymatgen.core import Lattice, Structure
 
 from cosynth.models.bimodal_data import BimodalRows

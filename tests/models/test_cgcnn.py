@@ -4,12 +4,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))  # the shared tiny-crystal helpers next to this file
 import pytest
 import torch
+from _bimodal_fixtures import one_thread, rocksalt, rocksalt_graph, rows  # noqa: F401
 
-from cosynth.models.cgcnn.model import CGCNN
 from cosynth.models.bimodal_data import BimodalDataset
+from cosynth.models.cgcnn.model import CGCNN
 from cosynth.represent.graph import GraphBatch, crystal_graph
-
-from _bimodal_fixtures import rocksalt, rocksalt_graph, rows, one_thread  # noqa: F401
 
 
 class _Batch:

@@ -5,11 +5,10 @@ sys.path.insert(0, str(Path(__file__).parent))  # the shared tiny-crystal helper
 import numpy as np
 import pytest
 import torch
+from _bimodal_fixtures import one_thread, rocksalt_graph, rows  # noqa: F401
 
 from cosynth.models.bimodal_data import BimodalDataset, apply_mode, augment, keep_structure_fraction
 from cosynth.models.cosnet.model import COSNet
-
-from _bimodal_fixtures import rocksalt_graph, rows, one_thread  # noqa: F401
 
 VARIANTS = [dict(scalar_weight=s, concat=c) for s in (True, False) for c in (False, True)]
 
@@ -19,7 +18,7 @@ def test_weights_are_normalised_and_missing_structures_weigh_nothing(kw):
     torch.manual_seed(0)
     model = COSNet(d=16, roost_hidden=32, **kw)
     batch = BimodalDataset(rows(), 1.0).collate(list(range(6)))
-    for mode in (model.train(), model.eval()):
+    for _mode in (model.train(), model.eval()):
         parts = model.parts(batch)
         torch.testing.assert_close(parts["w_c"] + parts["w_s"], torch.ones_like(parts["w_c"]))
         absent = batch.present == 0

@@ -3,12 +3,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))  # the shared tiny-crystal helpers next to this file
 import torch
+from _bimodal_fixtures import one_thread, rows  # noqa: F401
 
 from cosynth.models.bimodal_data import BimodalDataset
 from cosynth.models.roost.model import Roost
 from cosynth.represent.composition import CompositionBatch, composition_graph
-
-from _bimodal_fixtures import rows, one_thread  # noqa: F401
 
 
 class _Batch:

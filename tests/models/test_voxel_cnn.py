@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cosynth.models import store
+from cosynth.models import registry as store
 from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN, load_keras_weights
 from cosynth.models.voxel_cnn.sparse import sparse_first_block
 from cosynth.represent.voxel import GRID, CrystalImager, SparseImage
@@ -333,10 +333,10 @@ def test_save_and_load_model_round_trip(tmp_path):
     model = VoxelCNN(filters=8, hidden=(13, 7), hidden_activation="relu").eval()
     provenance = {"source": "unit test", "data": "random", "epochs": 0}
     metrics = {"auc": 0.5}
-    path = store.save_model(model, tmp_path / "sub" / "m.pt", sampler="haar", provenance=provenance, metrics=metrics)
+    path = store.save_model(model, tmp_path / "sub" / "m.pt", {"sampler": "haar", "provenance": provenance, "metrics": metrics})
     assert path.is_file() and not list(path.parent.glob("*.tmp"))
 
-    loaded, meta = store.load_model(path)
+    loaded, meta = store.load_model(path).network, store.load_model(path).meta
     assert not loaded.training
     assert loaded.config == model.config
     assert meta["config"] == model.config

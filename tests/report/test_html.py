@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cosynth.report.html import HtmlReport, combine, write_json
+from cosynth.io.files import atomic_write_json as write_json
+from cosynth.report.html import HtmlReport, combine
 
 
 def _page(tmp_path, name="a", title="Audit A"):

@@ -80,7 +80,7 @@ def test_table_split_column_is_used_as_given(small_table, tmp_path):
 
 
 def test_run_dir_contents_and_model_file(small_table, tmp_path):
-    from cosynth.models.store import load_model
+    from cosynth.models.registry import load_model
 
     metrics = train_voxel(small_table, tmp_path / "run", config(epochs=1), progress=False)
     run = tmp_path / "run"
@@ -93,7 +93,7 @@ def test_run_dir_contents_and_model_file(small_table, tmp_path):
     split = pd.read_csv(run / "split.csv")
     assert set(split.split) == {"train", "val", "test"}
     assert metrics["n_test"] == (split.split == "test").sum()
-    model, meta = load_model(run / "model.pt")
+    meta = load_model(run / "model.pt").meta
     assert meta["image"]["sampler"] == "haar" and meta["provenance"]["n_train"] == (split.split == "train").sum()
 
 
@@ -132,8 +132,8 @@ def test_loss_weights_change_training_and_bad_weights_are_row_errors(small_table
     assert df["material_id"].iloc[0] in errors and "not a finite number ≥ 0" in errors[df["material_id"].iloc[0]]
     assert len(ids) == len(df) - 1 and set(w.tolist()) == {3.0, 0.5}
     df.loc[df.index[0], "w"] = 1.0
-    plain = train_voxel(df, tmp_path / "plain", config(epochs=1), progress=False)
-    weighted = train_voxel(df, tmp_path / "weighted", config(epochs=1, weight_column="w"), progress=False)
+    train_voxel(df, tmp_path / "plain", config(epochs=1), progress=False)
+    train_voxel(df, tmp_path / "weighted", config(epochs=1, weight_column="w"), progress=False)
     a, b = weights(tmp_path / "plain"), weights(tmp_path / "weighted")
     assert any(not torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="weight column 'nope'"):

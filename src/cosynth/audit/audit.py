@@ -295,8 +295,8 @@ def verdict_table(result: dict) -> pd.DataFrame:
 
 def write_audit(result: dict, frame: pd.DataFrame, settings: AuditSettings, descriptors: list[str], out_dir,
                 title: str | None = None) -> None:
-    from cosynth.report import figures
     from cosynth.io.files import atomic_write_json
+    from cosynth.report import figures
     from cosynth.report.html import HtmlReport
 
     out = _out_dir(out_dir)

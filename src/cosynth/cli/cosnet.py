@@ -11,14 +11,12 @@ import typer
 from cosynth.cli.common import fail
 
 
-
-
 def _splits(data: Optional[Path], dataset: Optional[str], table: Optional[Path], split_column: str,
             id_column: str, formula_column: str, cif_column: Optional[str], target: str):
     """Train/val/test frames from a COSNet dataset name or a table with a split column."""
     if dataset:
-        from cosynth.data.cosnet_splits import load_cosnet_split
         from cosynth.config import data_root
+        from cosynth.data.cosnet_splits import load_cosnet_split
 
         return load_cosnet_split(data_root(data), dataset)
     if table is None:

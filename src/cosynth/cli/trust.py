@@ -11,8 +11,6 @@ import typer
 from cosynth.cli.common import fail
 
 
-
-
 def _names(text: Optional[str]) -> Optional[list[str]]:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 

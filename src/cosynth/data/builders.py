@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cosynth.data.cards import card_paths, counts, descriptor_frame, descriptor_summary, paired_density_comparison, write_card
+from cosynth.data.cards import (
+    card_paths,
+    counts,
+    descriptor_frame,
+    descriptor_summary,
+    paired_density_comparison,
+    write_card,
+)
 from cosynth.data.generate import GeneratorConfig, covalent_volume, generate_negatives
 from cosynth.data.loaders import MP_TABLE, default_data_root, mp_labelled
 from cosynth.data.splits import assign_splits

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from cosynth.config import MP_TABLE
-
 from cosynth.io.files import read_table
 
 DATASETS = ("band_gap", "refractive_index", "rdielectric_constant", "li_conductivity")

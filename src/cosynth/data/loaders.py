@@ -18,10 +18,8 @@ import numpy as np
 import pandas as pd
 
 from cosynth.config import MP_TABLE, data_root
-
-from cosynth.io.files import read_table
-
 from cosynth.data.table import CrystalTable
+from cosynth.io.files import read_table
 
 __all__ = ["SHARED_DATASETS", "load", "load_shared", "load_cgcnn", "mp_labelled", "default_data_root"]
 

@@ -10,7 +10,7 @@ unknown species, a missing field) becomes an error row instead of failing the wh
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import pandas as pd

@@ -7,8 +7,6 @@ polymorphs of the same composition apart rather than compositions or sources.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from cosynth.config import data_root as data_root_of

@@ -107,8 +107,8 @@ def study_table(result: dict) -> pd.DataFrame:
 def write_study(result: dict, out_dir) -> None:
     from pathlib import Path
 
-    from cosynth.report import figures
     from cosynth.io.files import atomic_write_json
+    from cosynth.report import figures
     from cosynth.report.html import HtmlReport
 
     out = Path(out_dir)

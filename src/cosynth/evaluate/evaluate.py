@@ -134,8 +134,8 @@ def _history(run_dir, meta) -> pd.DataFrame | None:
 
 def write_evaluation(result: dict, predictions: pd.DataFrame, label: str, out_dir, *, history=None,
                      score_column: str = "likelihood", title: str | None = None) -> None:
-    from cosynth.report import figures
     from cosynth.io.files import atomic_write_json
+    from cosynth.report import figures
     from cosynth.report.html import HtmlReport
 
     out = Path(out_dir)

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cosynth.io.files import read_table, write_table
-
 from cosynth.evaluate.evaluate import evaluate_scores, predict_table
+from cosynth.io.files import read_table, write_table
 
 DEFAULT_FACTORS = (0.45, 0.6, 0.8, 0.9, 1.0, 1.1, 1.3)
 METRIC_COLUMNS = ("roc_auc", "accuracy", "precision", "recall", "specificity", "f1")
@@ -151,7 +150,7 @@ def volume_sweep(models: dict, table, label: str, *, factors=DEFAULT_FACTORS, en
                              **_metric_row(y, pred["likelihood"].to_numpy(float), threshold)})
                 continue
             key = f"{mname}__volume{f:g}__E{ensemble}_s{seed}_{cache_fingerprint(models[mname], tab)}"
-            pred = _cached_predictions(cache, key, lambda: predict_table(
+            pred = _cached_predictions(cache, key, lambda net=net, tab=tab, scaled=scaled: predict_table(
                 net, tab, structures=scaled, ensemble=ensemble, seed=seed, threshold=threshold, workers=workers))
             rows.append({"model": mname, "volume_factor": float(f),
                          **_metric_row(y, pred["likelihood"].to_numpy(float), threshold)})
@@ -159,7 +158,6 @@ def volume_sweep(models: dict, table, label: str, *, factors=DEFAULT_FACTORS, en
 
 
 def write_cross(df: pd.DataFrame, out_dir, title: str = "Cross-evaluation") -> None:
-    from cosynth.report import figures
     from cosynth.io.files import atomic_write_json
     from cosynth.report.html import HtmlReport
 
@@ -190,8 +188,8 @@ def write_cross(df: pd.DataFrame, out_dir, title: str = "Cross-evaluation") -> N
 
 
 def write_sweep(df: pd.DataFrame, densities: dict, out_dir, title: str = "Volume sweep") -> None:
-    from cosynth.report import figures
     from cosynth.io.files import atomic_write_json
+    from cosynth.report import figures
     from cosynth.report.html import HtmlReport
 
     out = Path(out_dir)

@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 
 from cosynth.config import data_root as config_data_root
-
 from cosynth.evaluate.metrics import auc_standard_error
 
 ARMS = ("mixed", "single", "mixed-volnorm")
@@ -271,9 +270,8 @@ def compression(runs: dict[str, Path], tests: dict, work: Path, report: Path, co
 def ensemble_size(run: Path, tests: dict, report: Path, config: StudyConfig) -> dict:
     """Table I on the single-source model's test set (bootstrap from a pool of rotations)."""
     from cosynth.evaluate.ensemble import ensemble_study, write_study
-    from cosynth.models.registry import load_model
-
     from cosynth.evaluate.stress import cache_fingerprint
+    from cosynth.models.registry import load_model
 
     out = report / "ensemble"
     cached = out / "ensemble_study.json"
@@ -525,8 +523,8 @@ def interpretation(cross: pd.DataFrame, sweep: pd.DataFrame, audits: dict, signa
 
 def write_report(out: Path, work: Path, config: StudyConfig, paths, audits, runs, cross, own, sweep, densities,
                  ensemble, stages: Stages) -> dict:
-    from cosynth.report import figures
     from cosynth.io.files import atomic_write_json, atomic_write_text
+    from cosynth.report import figures
     from cosynth.report.html import HtmlReport, combine
 
     (out / "figures").mkdir(parents=True, exist_ok=True)

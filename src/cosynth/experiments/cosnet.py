@@ -17,9 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cosynth.config import data_root as config_data_root
-
 from cosynth.io.files import read_table
-
 from cosynth.training.bimodal import FitConfig, fit
 
 MODES = ("composition", "bimodal_aug", "bimodal")

@@ -20,10 +20,10 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-
-from cosynth.config import cache_dir
 from ase.data import covalent_radii
 from pymatgen.core import Composition, Element, Structure
+
+from cosynth.config import cache_dir
 
 DESCRIPTOR_VERSION = 1
 

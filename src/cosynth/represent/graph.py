@@ -10,7 +10,6 @@ graph parameters, so reruns and other experiments never rebuild them.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

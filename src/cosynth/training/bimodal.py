@@ -16,22 +16,26 @@ from ``last.ckpt`` and ends with the same weights as an uninterrupted run.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from cosynth.io.files import atomic_write_json, write_table
-from cosynth.models.registry import model_class, save_model
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from cosynth.models.bimodal_data import (predict_rows, MODES, BimodalDataset, BimodalRows, apply_mode, featurize,
-                                        keep_structure_fraction)
+from cosynth.io.files import atomic_write_json, write_table
+from cosynth.models.bimodal_data import (
+    MODES,
+    BimodalDataset,
+    BimodalRows,
+    apply_mode,
+    featurize,
+    keep_structure_fraction,
+    predict_rows,
+)
+from cosynth.models.registry import model_class, save_model
 from cosynth.represent.composition import DEFAULT_EMBEDDING
 from cosynth.represent.graph import GraphCache
 from cosynth.training import run_checkpoints

@@ -10,7 +10,6 @@ weights as an uninterrupted run.
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -18,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from cosynth.io.files import read_table, write_table
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cosynth.data.splits import stratified_split
 from cosynth.io import iter_crystals
+from cosynth.io.files import read_table, write_table
 from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
 from cosynth.represent.voxel import CrystalImager, crystal_rng, sample_rotations
 from cosynth.training import run_checkpoints

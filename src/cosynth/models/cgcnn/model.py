@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cosynth.models.layers import ResidualMLP, SafeBatchNorm, scatter_mean, scatter_sum, ConfiguredModule
+from cosynth.models.layers import ConfiguredModule, ResidualMLP, SafeBatchNorm, scatter_mean, scatter_sum
 from cosynth.represent.composition import DEFAULT_EMBEDDING, element_embedding
 from cosynth.represent.graph import GraphBatch
 

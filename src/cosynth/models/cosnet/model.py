@@ -10,11 +10,10 @@ structure but p_s = 0 (composition-only mode) are masked the same way.
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from cosynth.models.layers import ResidualMLP, mlp, ConfiguredModule
 from cosynth.models.cgcnn.model import CGCNNEncoder
+from cosynth.models.layers import ConfiguredModule, ResidualMLP, mlp
 from cosynth.models.roost.model import RoostEncoder
 from cosynth.represent.composition import DEFAULT_EMBEDDING
 

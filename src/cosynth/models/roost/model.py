@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cosynth.models.layers import ResidualMLP, mlp, scatter_sum, weighted_softmax, ConfiguredModule
+from cosynth.models.layers import ConfiguredModule, ResidualMLP, mlp, scatter_sum, weighted_softmax
 from cosynth.represent.composition import DEFAULT_EMBEDDING, CompositionBatch, element_embedding
 
 

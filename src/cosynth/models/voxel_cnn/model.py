@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from cosynth.models.layers import ConfiguredModule
-
 from cosynth.models.voxel_cnn.sparse import sparse_first_block
 from cosynth.represent.voxel import GRID, SparseImage, channel_table
 
