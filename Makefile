@@ -32,7 +32,7 @@ bench: $(STAMP)
 
 # Re-train the bundled model from ../shared/data (resumable; see the model card).
 bundled-model: $(STAMP)
-	$(PY) -m cosynth.experiments.bundled_model --install
+	$(VENV)/bin/cosynth reproduce bundled-model --install
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

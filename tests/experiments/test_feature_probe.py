@@ -30,8 +30,13 @@ def chemistry_table(tmp_path):
 
 def test_probe_finds_a_label_the_images_carry_and_skips_broken_rows(chemistry_table, tmp_path):
     out = tmp_path / "probe.json"
-    fp.main([str(chemistry_table), "--model", "random", "--id-column", "id", "--structure-column", "cif",
-             "--rotations", "1", "-o", str(out)])
+    from typer.testing import CliRunner
+
+    from cosynth.cli import app
+
+    res = CliRunner().invoke(app, ["probe", str(chemistry_table), "--model", "random", "--id-column", "id",
+                                   "--structure-column", "cif", "--rotations", "1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
     result = json.loads(out.read_text())
     assert result["skipped"] == 1
     (row,) = result["rows"]

@@ -97,6 +97,17 @@ def test_run_dir_contents_and_model_file(small_table, tmp_path):
     assert meta["image"]["sampler"] == "haar" and meta["provenance"]["n_train"] == (split.split == "train").sum()
 
 
+    from cosynth.evaluate.evaluate import test_run
+
+    tested = test_run(run, small_table, ensemble=2)  # through the model file, keyed on crystal ids
+    assert 0.0 <= tested["roc_auc"] <= 1.0 and tested["n_test"] == metrics["n_test"]
+    preds = pd.read_csv(run / "test_predictions.csv", dtype={"id": str})
+    assert list(preds["id"]) == list(split.loc[split.split == "test", "id"].astype(str))
+    assert preds["likelihood"].between(0, 1).all()
+    assert load_model(run / "model.pt").metrics["roc_auc"] == tested["roc_auc"]
+    assert train_voxel(small_table, run, config(epochs=1), progress=False)["finished"]  # read, not redone
+
+
 def test_bad_rows_are_reported_not_fatal(small_table, tmp_path):
     df = small_table.copy()
     df.loc[0, "cif"] = "data_broken\n_cell_length_a 3\n"

@@ -31,6 +31,7 @@ def train_voxel_cmd(
         None, help="Use the table's train/val/test column (e.g. `split` from `cosynth data build`) instead of --split."),
 ) -> None:
     """Train the voxel CNN with a fresh random rotation per crystal per epoch."""
+    from cosynth.evaluate.evaluate import test_run
     from cosynth.training.voxel import TrainConfig, train_voxel
 
     try:
@@ -43,7 +44,8 @@ def train_voxel_cmd(
                          structure_column=structure_column, weight_column=weight_column,
                          split_column=split_column)
     try:
-        metrics = train_voxel(table, out, config, resume=resume)
+        train_voxel(table, out, config, resume=resume)
+        metrics = test_run(out, table)
     except ValueError as err:
         fail(str(err))
     typer.echo(json.dumps(metrics, indent=2))

@@ -169,3 +169,54 @@ def write_evaluation(result: dict, predictions: pd.DataFrame, label: str, out_di
         page.heading("Learning curves (paper Fig. 3a–b)").figure(fig, "per-epoch loss and accuracy")
     page.json_block(result)
     page.write(out / "evaluate.html")
+
+
+def test_run(run_dir, table, *, ensemble: int | None = None, workers: int = 1) -> dict:
+    """Test-set metrics of a voxel training run, from its model file and its ``split.csv``.
+
+    The test crystals are read from ``table`` (the table the run was trained on) with the run's
+    own id and structure columns and predicted through the model file as any user would: the
+    sampler stored in the file, rotations keyed on the crystal ids.
+
+    Args:
+        run_dir: a folder written by :func:`cosynth.training.voxel.train_voxel`.
+        table: the training table (file or DataFrame).
+        ensemble: rotations per crystal (default: the run's ``test_ensemble``).
+        workers: image-building processes (no effect on results).
+
+    Returns:
+        The run's metrics with the test metrics added; also written to ``metrics.json``, to the
+        model file's metrics and, per crystal, to ``test_predictions.csv``.
+    """
+    import json
+
+    from cosynth.io import iter_crystals
+    from cosynth.io.files import atomic_write_json, read_table, write_table
+    from cosynth.models.registry import load_model, save_model
+    from cosynth.predict import predict
+
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    ensemble = ensemble or int(config.get("test_ensemble", 20))
+    split = read_table(run_dir / "split.csv", text_columns=("id",))
+    test = split[split["split"] == "test"]
+    frame = table if isinstance(table, pd.DataFrame) else read_table(table)
+    wanted = set(test["id"])
+    structures = []
+    for record in iter_crystals(frame, id_column=config.get("id_column"),
+                                structure_column=config.get("structure_column")):
+        if record.id in wanted and record.ok:
+            record.structure.properties = {**(record.structure.properties or {}), "id": record.id}
+            structures.append(record.structure)
+    loaded = load_model(run_dir / "model.pt")
+    result = predict(structures, loaded, ensemble=ensemble, seed=int(config.get("seed", 0)), workers=workers)
+    pred = result.crystals.set_index("id").reindex(test["id"])
+    labels = test["label"].to_numpy(int)
+    test_pred = pd.DataFrame({"id": test["id"].to_numpy(), "label": labels,
+                              **{k: pred[k].to_numpy() for k in ("likelihood", "std", "consistent")}})
+    write_table(test_pred, run_dir / "test_predictions.csv")
+    metrics = {**json.loads((run_dir / "metrics.json").read_text()),
+               **binary_metrics(labels, pred["likelihood"].to_numpy(float)), "test_ensemble": ensemble}
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    save_model(loaded.network, run_dir / "model.pt", {**loaded.meta, "metrics": metrics})
+    return metrics

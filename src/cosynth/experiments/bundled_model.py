@@ -1,4 +1,4 @@
-"""Train the bundled synthesizability model: `python -m cosynth.experiments.bundled_model`.
+"""Train the bundled synthesizability model: `cosynth reproduce bundled-model` (`make bundled-model`).
 
 Single-source analogue (MP polymorphs of formulas with both ICSD and theoretical entries, see
 `cosynth.data.single_source`), stratified 60/20/20 split, seed 0. Resumable: re-run the same
@@ -7,7 +7,6 @@ command after an interruption. Copy `RUN_DIR/model.pt` into `cosynth/pretrained/
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -15,35 +14,39 @@ from pathlib import Path
 import pandas as pd
 
 from cosynth.data.single_source import single_source_table
+from cosynth.evaluate.evaluate import test_run
 from cosynth.training.voxel import TrainConfig, train_voxel
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data-root", default=None)
-    ap.add_argument("--run-dir", default="runs/bundled-synth-mp")
-    ap.add_argument("--epochs", type=int, default=200)
-    ap.add_argument("--max-minutes", type=float, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--install", action="store_true",
-                    help="copy model.pt and MODEL_CARD.md into cosynth/pretrained as the bundled model")
-    args = ap.parse_args(argv)
-    run = Path(args.run_dir)
+def build_bundled_model(data_root=None, run_dir="runs/bundled-synth-mp", *, epochs: int = 200,
+                        max_minutes: float | None = None, seed: int = 0, install: bool = False) -> dict:
+    """Train (or resume) the bundled model's run, test it through its model file and write its card.
+
+    Args:
+        data_root: the shared data root (default: :func:`cosynth.config.data_root`).
+        run_dir: the run directory; re-running resumes.
+        epochs, max_minutes, seed: training settings.
+        install: copy ``model.pt`` and the card into ``cosynth/pretrained`` as the bundled model.
+
+    Returns:
+        The test metrics.
+    """
+    run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     table = run / "single_source.parquet"
     if not table.exists():
-        single_source_table(args.data_root).to_parquet(table)
-    config = TrainConfig(label="label", epochs=args.epochs, seed=args.seed, batch_size=16, lr=1e-3,
-                         id_column="material_id", max_minutes=args.max_minutes, test_ensemble=20)
-    metrics = train_voxel(table, run, config, progress=False)
+        single_source_table(data_root).to_parquet(table)
+    config = TrainConfig(label="label", epochs=epochs, seed=seed, batch_size=16, lr=1e-3,
+                         id_column="material_id", max_minutes=max_minutes, test_ensemble=20)
+    train_voxel(table, run, config, progress=False)
+    metrics = test_run(run, table)
     card = write_card(run)
-    print(json.dumps(metrics, indent=2))
-    if args.install:
+    if install:
         from cosynth.models.registry import DEFAULT_MODEL, PRETRAINED_DIR
 
         shutil.copyfile(run / "model.pt", PRETRAINED_DIR / f"{DEFAULT_MODEL}.pt")
         shutil.copyfile(card, PRETRAINED_DIR / f"{DEFAULT_MODEL}.md")
-        print(f"installed as bundled model {DEFAULT_MODEL!r} in {PRETRAINED_DIR}")
+    return metrics
 
 
 def _fmt(v) -> str:
@@ -90,7 +93,7 @@ def write_card(run: Path) -> Path:
                                           f"{int(counts.loc[s].get(0, 0))} neg)" for s in ("train", "val", "test")) + ".",
         "",
         "## Training",
-        f"- `python -m cosynth.experiments.bundled_model` (Lightning, CPU): Adam lr {config['lr']}, batch "
+        f"- `cosynth reproduce bundled-model` (Lightning, CPU): Adam lr {config['lr']}, batch "
         f"{config['batch_size']}, binary cross-entropy, a fresh random rotation per crystal per epoch "
         f"(keyed on seed, id, epoch), {len(hist)} epochs run (limit: {config['epochs']} epochs"
         + (f" or {config['max_minutes']:.0f} minutes" if config.get("max_minutes") else "") + ").",
@@ -131,6 +134,3 @@ def write_card(run: Path) -> Path:
     card.write_text("\n".join(lines))
     return card
 
-
-if __name__ == "__main__":
-    main()

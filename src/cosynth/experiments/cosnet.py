@@ -2,12 +2,11 @@
 
 Every study is a set of ``cosynth.training.bimodal.fit`` runs in ``runs/cosnet/...`` (resumable:
 finished runs are read back, interrupted ones resume from their last checkpoint), followed by
-pure analysis of the files those runs wrote. ``python -m cosynth.experiments.cosnet --help``.
+pure analysis of the files those runs wrote. ``cosynth reproduce cosnet --help``, ``cosynth reproduce cosnet-table1 --help``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, replace
@@ -396,55 +395,3 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
                          + (f" ± {row['std']:.4f}" if row["count"] > 1 else "") + f" | {int(row['count'])} |")
         lines.append("")
     return "\n".join(lines) + "\n"
-
-
-def _parse_seeds(text: str) -> list[int]:
-    if "-" in text:
-        a, b = text.split("-")
-        return list(range(int(a), int(b) + 1))
-    return [int(x) for x in text.split(",")]
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m cosynth.experiments.cosnet", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("table1", help="train the three modes over seeds for one dataset")
-    t.add_argument("--dataset", default="band_gap")
-    t.add_argument("--out", default="runs/cosnet")
-    t.add_argument("--modes", default="composition,bimodal_aug,bimodal")
-    t.add_argument("--seeds", default="0-4")
-    t.add_argument("--epochs", type=int, default=200)
-    t.add_argument("--threads", type=int, default=1)
-    t.add_argument("--lr", type=float, default=1e-2)
-    t.add_argument("--weight-decay", type=float, default=1e-1)
-    t.add_argument("--lr-decay", type=float, default=0.96)
-    t.add_argument("--data-root", default=None)
-    t.add_argument("--max-train", type=int, default=None)
-    r = sub.add_parser("reproduce", help="the whole study + report (same as `cosynth reproduce cosnet`)")
-    r.add_argument("--dataset", default="band_gap")
-    r.add_argument("--quick", action="store_true")
-    r.add_argument("--out", default=None)
-    r.add_argument("--runs", default=None)
-    r.add_argument("--seeds", type=int, default=None)
-    r.add_argument("--epochs", type=int, default=None)
-    r.add_argument("--weight-decay", type=float, default=None)
-    r.add_argument("--no-fraction-study", action="store_true")
-    args = p.parse_args(argv)
-    if args.cmd == "reproduce":
-        res = reproduce(args.dataset, quick=args.quick, out=args.out, runs=args.runs, seeds=args.seeds,
-                        epochs=args.epochs, weight_decay=args.weight_decay,
-                        fraction_study=not args.no_fraction_study)
-        print(f"report: {res['figures']} wall {res['wall_seconds_this_command']}s")
-    if args.cmd == "table1":
-        cfg = FitConfig(epochs=args.epochs, threads=args.threads, lr=args.lr, weight_decay=args.weight_decay,
-                        lr_decay=args.lr_decay)
-        df = run_table1(args.dataset, Path(args.out) / args.dataset, modes=args.modes.split(","),
-                        seeds=_parse_seeds(args.seeds), config=cfg, data_root=args.data_root,
-                        max_train=args.max_train)
-        print(df.filter(regex="mode|seed|best_epoch|test_mae_(all|with|without)").to_string())
-        print("\ntest MAE, mean ± std over seeds:")
-        print(summarize_table1(df).round(4).to_string(index=False))
-
-
-if __name__ == "__main__":
-    main()

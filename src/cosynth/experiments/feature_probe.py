@@ -8,19 +8,16 @@ another dataset — and fits only a regularised logistic regression on the train
 rotation-averaged features. Validation and test AUCs near 0.5 for all of them say that features of
 this architecture do not make the label linearly visible.
 
-    python -m cosynth.experiments.feature_probe TABLE --model random \\
+    cosynth probe TABLE --model random \\
         --model xiespp=../shared/reference/xiespp/weights0500.h5 --model mixed=runs/…/model.pt -o probe.json
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
@@ -102,30 +99,3 @@ def probe(table, models: dict[str, VoxelCNN], *, label: str = "label", split_col
             row[f"{part}_rows"] = int(len(idx))
         rows.append(row)
     return {"rotations": rotations, "seed": seed, "skipped": len(errors), "rows": rows}
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("table")
-    ap.add_argument("--model", action="append", required=True,
-                    help="random | NAME=weights.h5 | NAME=model.pt | a bundled model name (repeatable)")
-    ap.add_argument("--label", default="label")
-    ap.add_argument("--split-column", default="split")
-    ap.add_argument("--id-column", default=None)
-    ap.add_argument("--structure-column", default=None)
-    ap.add_argument("--rotations", type=int, default=ROTATIONS)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("-o", "--out", type=Path, help="write the result as JSON here")
-    args = ap.parse_args(argv)
-    models = dict(named_model(spec, args.seed) for spec in args.model)
-    result = probe(args.table, models, label=args.label, split_column=args.split_column, id_column=args.id_column,
-                   structure_column=args.structure_column, rotations=args.rotations, seed=args.seed)
-    result.update(table=str(args.table), models=args.model)
-    print(pd.DataFrame(result["rows"]).to_string(index=False))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -110,29 +110,3 @@ def best_trial(results: pd.DataFrame, metric: str = "val_mae_all") -> pd.Series:
     num = results.select_dtypes("number").columns.difference(["seed"])
     agg = results.groupby("trial")[list(num)].mean()
     return agg.sort_values(metric).iloc[0]
-
-
-def _cli(argv=None) -> None:
-    import argparse
-
-    from cosynth.experiments.cosnet import load_splits, subsample
-
-    p = argparse.ArgumentParser(prog="python -m cosynth.sweeps.runner", description=__doc__)
-    p.add_argument("--dataset", default="band_gap")
-    p.add_argument("--grid", default="paper", help='"paper" or a JSON file {"param": [values]}')
-    p.add_argument("--out", default="runs/cosnet-sweep")
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--max-train", type=int, default=None)
-    p.add_argument("--backend", default="local", choices=["local", "ray"])
-    args = p.parse_args(argv)
-    splits = subsample(load_splits(args.dataset), args.max_train)
-    df = run_sweep(splits, load_grid(args.grid), Path(args.out) / args.dataset,
-                   base=FitConfig(epochs=args.epochs, threads=1), seeds=range(args.seeds), workers=args.workers,
-                   backend=args.backend)
-    print(best_trial(df).to_string())
-
-
-if __name__ == "__main__":
-    _cli()

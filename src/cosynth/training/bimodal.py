@@ -15,7 +15,6 @@ from ``last.ckpt`` and ends with the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from cosynth.io.files import atomic_write_json, write_table
+from cosynth.io.files import write_table
 from cosynth.models.bimodal_data import (
     MODES,
     BimodalDataset,
@@ -38,7 +37,7 @@ from cosynth.models.bimodal_data import (
 from cosynth.models.registry import model_class, save_model
 from cosynth.represent.composition import DEFAULT_EMBEDDING
 from cosynth.represent.graph import GraphCache
-from cosynth.training import run_checkpoints
+from cosynth.training.run import EpochShuffle, RunDirectory, epoch_history, run_checkpoints
 
 FAMILIES = ("roost", "cgcnn", "cosnet")
 TASKS = ("regression", "classification")
@@ -128,20 +127,6 @@ def prepare(splits: dict[str, pd.DataFrame], config: FitConfig, cache: GraphCach
     return raw, seen, problems
 
 
-class EpochShuffle(Sampler):
-    """A permutation that depends only on (seed, epoch), so a resumed run sees the same order."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def __iter__(self):
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, 11]))
-        return iter(rng.permutation(self.n).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
 def _loader(ds: BimodalDataset, batch_size: int, sampler=None) -> DataLoader:
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=ds.collate)
 
@@ -185,61 +170,35 @@ def _lightning():
             sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.hparams.lr_decay)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
-    class EpochState(L.Callback):
-        """Tells the sampler the epoch; writes history.csv; prints one line per epoch."""
-
-        def __init__(self, sampler, history: Path, verbose: bool):
-            self.sampler, self.history, self.verbose = sampler, history, verbose
-            self.t0 = time.perf_counter()
-
-        def on_train_epoch_start(self, trainer, module):
-            self.sampler.epoch = trainer.current_epoch
-            self.t0 = time.perf_counter()
-            if self.history.exists():  # resumed or restarted: drop epochs that will be redone
-                hist = pd.read_csv(self.history)
-                write_table(hist[hist.epoch < trainer.current_epoch], self.history)
-
-        def on_validation_epoch_end(self, trainer, module):
-            if trainer.sanity_checking:
-                return
-            m = trainer.callback_metrics
-            row = {"epoch": trainer.current_epoch, **{k: float(v) for k, v in m.items()
-                                                     if k.startswith(("train_", "val_"))},
-                   "lr": trainer.optimizers[0].param_groups[0]["lr"],
-                   "seconds": round(time.perf_counter() - self.t0, 2)}
-            hist = pd.read_csv(self.history) if self.history.exists() else pd.DataFrame()
-            hist = hist[hist.epoch != row["epoch"]] if len(hist) else hist
-            write_table(pd.concat([hist, pd.DataFrame([row])], ignore_index=True), self.history)
-            if self.verbose:
-                shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr"))
-                print(f"[{self.history.parent.name}] epoch {row['epoch']} {shown} ({row['seconds']}s)", flush=True)
-
-    return L, BimodalModule, EpochState
+    return L, BimodalModule
 
 
 def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: bool = True,
         cache: GraphCache | None = None, progress: bool = False, verbose: bool = False) -> dict:
     """Train one model on ``splits`` (frames with id, formula, cif, target[, structure_status]).
 
-    Returns the test metrics; a finished run (``metrics.json`` present, same config) is not
-    redone. See the module docstring for the files written to ``run_dir``.
+    Args:
+        splits: ``train``, ``val`` and ``test`` frames.
+        run_dir: the run directory (see the module docstring for its files).
+        config: the settings; a finished run with the same settings is read, not redone.
+        resume: continue from ``checkpoints/last.ckpt`` when the settings allow it.
+        cache: crystal-graph cache (default: the user cache folder).
+        progress, verbose: a progress bar; one line per epoch.
+
+    Returns:
+        The test metrics, or ``{"finished": False, "epochs_run": n}`` when ``max_minutes`` stopped it.
     """
     config.check()
-    run_dir = Path(run_dir)
-    done = run_dir / "metrics.json"
-    if resume and done.exists() and _same_config(run_dir, config):
-        return json.loads(done.read_text())
+    run = RunDirectory(run_dir, asdict(config), defaults=asdict(FitConfig()))
+    if resume and run.finished():
+        return run.read_metrics()
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.set_flush_denormal(True)  # weight decay drives weights towards denormals, which are slow on CPU
-    L, BimodalModule, EpochState = _lightning()
-    if resume and not _resumable(run_dir, config):  # another setting: its checkpoints would mislead
-        for stale in ("checkpoints/last.ckpt", "checkpoints/best.ckpt", "history.csv", "metrics.json"):
-            (run_dir / stale).unlink(missing_ok=True)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    L, BimodalModule = _lightning()
+    ckpt = run.start(resume)
     raw, seen, problems = prepare(splits, config, cache=cache, progress=progress)
-    problems.to_csv(run_dir / "problems.csv", index=False)
-    atomic_write_json(run_dir / "config.json", asdict(config))
+    write_table(problems, run.path / "problems.csv")
 
     train_y = seen["train"].target
     if config.task == "regression":
@@ -252,42 +211,27 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_ds = BimodalDataset(seen["train"], scale)
     val_ds = BimodalDataset(seen["val"], scale)
-    shuffle = EpochShuffle(len(train_ds), config.seed)
+    shuffle = EpochShuffle(len(train_ds), config.seed, salt=11)
     module = BimodalModule(config.model, params, scale=scale, task=config.task, lr=config.lr,
                            weight_decay=config.weight_decay, lr_decay=config.lr_decay)
     monitor = "val_mae" if config.task == "regression" else "val_loss"
+
+    def show(row: dict) -> None:
+        if verbose:
+            shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr"))
+            print(f"[{run.path.name}] epoch {row['epoch']} {shown} ({row['seconds']}s)", flush=True)
+
     trainer = L.Trainer(max_epochs=config.epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
-                        callbacks=[*run_checkpoints(run_dir, monitor), EpochState(shuffle, run_dir / "history.csv", verbose)],
+                        callbacks=[*run_checkpoints(run.path, monitor), epoch_history(run.history_path, [shuffle], show)],
                         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
                         max_time=None if config.max_minutes is None else {"minutes": config.max_minutes},
-                        default_root_dir=run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
+                        default_root_dir=run.path)
     t0 = time.perf_counter()
-    trainer.fit(module, _loader(train_ds, config.batch_size, shuffle), _loader(val_ds, 512),
-                ckpt_path=str(last) if resume and last.exists() else None)
-    hist = pd.read_csv(run_dir / "history.csv")
+    trainer.fit(module, _loader(train_ds, config.batch_size, shuffle), _loader(val_ds, 512), ckpt_path=ckpt)
+    hist = run.history()
     if len(hist) < config.epochs:  # stopped by max_minutes: resumable, not finished
         return {"finished": False, "epochs_run": int(len(hist))}
-    return finalize(run_dir, config, splits, raw, seen, scale, time.perf_counter() - t0)
-
-
-def _resumable(run_dir: Path, config: FitConfig) -> bool:
-    """A run may continue from its checkpoint when only epochs / time limit / threads changed."""
-    path = run_dir / "config.json"
-    if not path.exists():
-        return True
-    loose = ("epochs", "max_minutes", "threads")
-    saved = {**asdict(FitConfig()), **json.loads(path.read_text())}
-    now = json.loads(json.dumps(asdict(config)))
-    return all(saved.get(k) == v for k, v in now.items() if k not in loose)
-
-
-def _same_config(run_dir: Path, config: FitConfig) -> bool:
-    path = run_dir / "config.json"
-    if not path.exists():
-        return False
-    saved = {**asdict(FitConfig()), **json.loads(path.read_text())}  # fields added later take their default
-    return saved == json.loads(json.dumps(asdict(config)))
+    return finalize(run, config, splits, raw, seen, scale, time.perf_counter() - t0)
 
 
 def subset_masks(frame_status: np.ndarray, has_structure: np.ndarray) -> dict[str, np.ndarray]:
@@ -300,14 +244,14 @@ def subset_masks(frame_status: np.ndarray, has_structure: np.ndarray) -> dict[st
             "with_structure_missing_offline": (status != "none") & ~has_structure}
 
 
-def finalize(run_dir: Path, config: FitConfig, splits, raw, seen, scale: float, seconds: float) -> dict:
+def finalize(run: RunDirectory, config: FitConfig, splits, raw, seen, scale: float, seconds: float) -> dict:
     """Best checkpoint → model.pt; predictions, representations and metrics of val/test."""
     from sklearn.metrics import roc_auc_score
 
-    _, BimodalModule, _ = _lightning()
-    module = BimodalModule.load_from_checkpoint(run_dir / "checkpoints" / "best.ckpt", map_location="cpu")
+    _, BimodalModule = _lightning()
+    module = BimodalModule.load_from_checkpoint(run.best_checkpoint, map_location="cpu")
     model = module.model.eval()
-    hist = pd.read_csv(run_dir / "history.csv")
+    hist = run.history()
     monitor = "val_mae" if config.task == "regression" else "val_loss"
     metrics = {"best_epoch": int(hist.loc[hist[monitor].idxmin(), "epoch"]), "epochs_run": int(len(hist)),
                "train_seconds": round(seconds, 1), "target_scale": scale,
@@ -354,14 +298,14 @@ def finalize(run_dir: Path, config: FitConfig, splits, raw, seen, scale: float, 
             reps["train_C"] = res["C"]
             reps["train_vpa"] = raw["train"].volume_per_atom
             reps["train_ids"] = np.array(raw["train"].ids, dtype=str)
-    pd.concat(frames, ignore_index=True).to_csv(run_dir / "predictions.csv", index=False)
+    write_table(pd.concat(frames, ignore_index=True), run.path / "predictions.csv")
     if reps:
-        np.savez_compressed(run_dir / "representations.npz", **reps)
-    save_model(model, run_dir / "model.pt", {"task": config.task, "target_scale": scale,
+        np.savez_compressed(run.path / "representations.npz", **reps)
+    save_model(model, run.path / "model.pt", {"task": config.task, "target_scale": scale,
                                              "provenance": {"trained_by": f"cosynth train {config.model}",
                                                             "config": asdict(config)}, "metrics": metrics})
     metrics["finished"] = True
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    run.write_metrics(metrics)
     return metrics
 
 

@@ -9,23 +9,20 @@ weights as an uninterrupted run.
 
 from __future__ import annotations
 
-import json
-import time
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from cosynth.data.splits import stratified_split
 from cosynth.io import iter_crystals
 from cosynth.io.files import read_table, write_table
 from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
 from cosynth.represent.voxel import CrystalImager, crystal_rng, sample_rotations
-from cosynth.training import run_checkpoints
+from cosynth.training.run import EpochShuffle, RunDirectory, epoch_history, run_checkpoints
 
 VALIDATION_EPOCH_KEY = 1_000_000  # validation rotations are fixed: they use this "epoch"
 
@@ -138,20 +135,6 @@ class RotatedCrystals(Dataset):
         return self.imagers[i].image(angles, self.sampler), self.labels[i], self.weights[i]
 
 
-class EpochShuffle(Sampler):
-    """A permutation that depends only on (seed, epoch), so a resumed run sees the same order."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def __iter__(self):
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, 7]))
-        return iter(rng.permutation(self.n).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
 def collate(items):
     images, labels, weights = zip(*items)
     return (SparseBatch.from_images(list(images)), torch.tensor(labels, dtype=torch.float32),
@@ -194,35 +177,7 @@ def _lightning():
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
-    class EpochState(L.Callback):
-        """Tells the dataset and sampler the epoch; writes the per-epoch history CSV."""
-
-        def __init__(self, dataset, sampler, history: Path):
-            self.dataset, self.sampler, self.history = dataset, sampler, history
-            self.t0 = time.perf_counter()
-            self.warned = False
-
-        def on_train_epoch_start(self, trainer, module):
-            self.dataset.epoch = self.sampler.epoch = trainer.current_epoch
-            self.t0 = time.perf_counter()
-            if trainer.current_epoch == 0 and self.history.exists():
-                self.history.unlink()
-            elif self.history.exists():  # resumed: drop rows of epochs that will be redone
-                hist = pd.read_csv(self.history)
-                write_table(hist[hist.epoch < trainer.current_epoch], self.history)
-
-        def on_train_epoch_end(self, trainer, module):
-            m = trainer.callback_metrics
-            row = {"epoch": trainer.current_epoch, **{k: float(m[k]) for k in
-                   ("train_loss", "train_acc", "val_loss", "val_acc", *ACTIVITY_COLUMNS) if k in m},
-                   "seconds": round(time.perf_counter() - self.t0, 2)}
-            if (note := collapse_note(row)) and not self.warned:
-                self.warned = True
-                warnings.warn(note, stacklevel=1)
-            hist = pd.read_csv(self.history) if self.history.exists() else pd.DataFrame()
-            write_table(pd.concat([hist, pd.DataFrame([row])], ignore_index=True), self.history)
-
-    return L, VoxelClassifier, EpochState
+    return L, VoxelClassifier
 
 
 ACTIVITY_COLUMNS = ("active_conv2", "active_conv3")
@@ -243,13 +198,28 @@ def collapse_note(row) -> str | None:
 def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, progress: bool = True) -> dict:
     """Train a voxel CNN on ``table`` (structures + 0/1 ``config.label``) into ``run_dir``.
 
-    Writes ``split.csv`` (id, label, split), ``history.csv``, ``checkpoints/{best,last}.ckpt``,
-    ``model.pt`` (self-describing, best validation loss) and ``metrics.json`` (test set).
-    Re-running with the same ``run_dir`` resumes from the last completed epoch.
+    Args:
+        table: a table file or DataFrame with a structure column and the label column.
+        run_dir: the run directory; re-running it resumes from the last completed epoch, and a
+            finished run with the same settings is read, not redone.
+        config: the settings.
+        resume, progress: continue from ``checkpoints/last.ckpt``; show a progress bar.
+
+    Returns:
+        The training metrics (best epoch, epochs run, split sizes, a warning when the network
+        collapsed). Test-set metrics come from :func:`cosynth.evaluate.evaluate.test_run`, which
+        uses the model file as any user would.
+
+    Writes ``split.csv`` (id, label, split), ``skipped.csv``, ``history.csv``,
+    ``checkpoints/{best,last}.ckpt``, ``model.pt`` (self-describing, best validation loss, with
+    the training data's applicability domain) and ``metrics.json``.
     """
-    L, VoxelClassifier, EpochState = _lightning()
-    run_dir = Path(run_dir)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    L, VoxelClassifier = _lightning()
+    table_name = "<in-memory DataFrame>" if isinstance(table, pd.DataFrame) else str(table)
+    run = RunDirectory(run_dir, {**asdict(config), "table": table_name}, defaults=asdict(TrainConfig(config.label)))
+    if resume and run.finished():
+        return run.read_metrics()
+    ckpt = run.start(resume)
     frame = _read_table(table)
     ids, structures, labels, weights, errors, positions = _load_rows(
         frame, config.label, config.weight_column, config.id_column, config.structure_column)
@@ -262,11 +232,9 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
     split_names = np.empty(len(ids), dtype=object)
     for name, idx in parts.items():
         split_names[idx] = name
-    pd.DataFrame({"id": ids, "label": labels, "split": split_names}).to_csv(run_dir / "split.csv", index=False)
+    write_table(pd.DataFrame({"id": ids, "label": labels, "split": split_names}), run.path / "split.csv")
     if errors:
-        pd.DataFrame({"id": list(errors), "error": list(errors.values())}).to_csv(run_dir / "skipped.csv", index=False)
-    table_name = "<in-memory DataFrame>" if isinstance(table, pd.DataFrame) else str(table)
-    (run_dir / "config.json").write_text(json.dumps({**asdict(config), "table": table_name}, indent=2))
+        write_table(pd.DataFrame({"id": list(errors), "error": list(errors.values())}), run.path / "skipped.csv")
 
     def subset(name, fixed_epoch=None):
         idx = parts[name]
@@ -276,53 +244,49 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_ds, val_ds = subset("train"), subset("val", VALIDATION_EPOCH_KEY)
-    shuffle = EpochShuffle(len(train_ds), config.seed)
+    shuffle = EpochShuffle(len(train_ds), config.seed, salt=7)
     train_dl = DataLoader(train_ds, batch_size=config.batch_size, sampler=shuffle, collate_fn=collate)
     val_dl = DataLoader(val_ds, batch_size=config.batch_size, collate_fn=collate)
     module = VoxelClassifier(hidden_activation=config.hidden_activation, lr=config.lr)
+    warned = []
+
+    def warn_on_collapse(row: dict) -> None:
+        if (note := collapse_note(row)) and not warned:
+            warned.append(note)
+            warnings.warn(note, stacklevel=1)
+
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
-        callbacks=[*run_checkpoints(run_dir, "val_loss"), EpochState(train_ds, shuffle, run_dir / "history.csv")],
+        callbacks=[*run_checkpoints(run.path, "val_loss"),
+                   epoch_history(run.history_path, [train_ds, shuffle], warn_on_collapse)],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         max_time=None if config.max_minutes is None else {"minutes": config.max_minutes},
-        default_root_dir=run_dir,
+        default_root_dir=run.path,
     )
-    last = run_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.exists() else None)
-    return finalize_run(run_dir, config, table_name, ids, structures, labels, parts)
+    trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
+    return finalize_run(run, config, table_name, ids, structures, parts)
 
 
-def finalize_run(run_dir: Path, config: TrainConfig, table: str, ids, structures, labels, parts) -> dict:
-    """Export the best checkpoint as a model file and measure it on the test split."""
-    from cosynth.evaluate.metrics import binary_metrics
+def finalize_run(run: RunDirectory, config: TrainConfig, table: str, ids, structures, parts) -> dict:
+    """Export the best checkpoint as a self-describing model file with the training metrics."""
+    from cosynth.models.domain import training_domain
     from cosynth.models.registry import save_model
-    from cosynth.predict import predict
 
-    _, VoxelClassifier, _ = _lightning()
-    ckpt = run_dir / "checkpoints" / "best.ckpt"
-    module = VoxelClassifier.load_from_checkpoint(ckpt, map_location="cpu")
+    _, VoxelClassifier = _lightning()
+    module = VoxelClassifier.load_from_checkpoint(run.best_checkpoint, map_location="cpu")
     model = module.model.eval()
-    hist = pd.read_csv(run_dir / "history.csv")
-    test_idx = parts["test"]
-    pred = predict([structures[i] for i in test_idx], model, ensemble=config.test_ensemble, seed=config.seed,
-                   sampler=config.sampler)
-    test_pred = pd.DataFrame({"id": [ids[i] for i in test_idx], "label": labels[test_idx],
-                              **{k: pred.crystals[k].to_numpy() for k in ("likelihood", "std", "consistent")}})
-    test_pred.to_csv(run_dir / "test_predictions.csv", index=False)
-    metrics = binary_metrics(labels[test_idx], pred.crystals["likelihood"].to_numpy())
-    metrics.update({"test_ensemble": config.test_ensemble, "n_test": int(len(test_idx)),
-                    "best_epoch": int(hist.loc[hist.val_loss.idxmin(), "epoch"]), "epochs_run": int(len(hist))})
+    hist = run.history()
+    metrics = {"n_train": int(len(parts["train"])), "n_val": int(len(parts["val"])), "n_test": int(len(parts["test"])),
+               "best_epoch": int(hist.loc[hist.val_loss.idxmin(), "epoch"]), "epochs_run": int(len(hist))}
+    metrics["finished"] = metrics["epochs_run"] >= config.epochs  # False: stopped by max_minutes, resumable
     if note := collapse_note(hist.iloc[-1]):
         metrics["warning"] = note
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    provenance = {"trained_by": "cosynth train voxel", "table": table,
-                  "config": {**asdict(config)}, "n_train": int(len(parts["train"])), "n_val": int(len(parts["val"])),
-                  "n_test": int(len(test_idx))}
-    from cosynth.models.domain import training_domain
-
+    provenance = {"trained_by": "cosynth train voxel", "table": table, "config": {**asdict(config)},
+                  **{k: metrics[k] for k in ("n_train", "n_val", "n_test")}}
     train_idx = parts["train"]
     domain = training_domain(model, [ids[i] for i in train_idx], [structures[i] for i in train_idx],
                              sampler=config.sampler, seed=config.seed)
-    save_model(model, run_dir / "model.pt", {"sampler": config.sampler, "task": "classification",
-                                             "provenance": provenance, "metrics": metrics, "domain": domain})
+    save_model(model, run.path / "model.pt", {"sampler": config.sampler, "task": "classification",
+                                              "provenance": provenance, "metrics": metrics, "domain": domain})
+    run.write_metrics(metrics)
     return metrics
