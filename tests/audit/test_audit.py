@@ -76,13 +76,12 @@ def test_formula_relative_descriptor_exposes_within_formula_bias():
 
 def _mp_tables(shared_path, factor):
     """Single-source analogue and a 'mixed' version whose negatives are compressed by `factor`."""
-    from cosynth.data.single_source import single_source_table
+    from cosynth.data.builders import build_single_source
     from cosynth.data.table import CrystalTable
 
     shared_path("data/mp_synth_structures")
-    df = single_source_table(shared_path("data")).rename(columns={"material_id": "id"})
-    df = df[df["reduced_formula"].isin(sorted(df["reduced_formula"].unique())[:120])]
-    single = CrystalTable.from_frame(df)
+    built = build_single_source(shared_path("data"))
+    single = built.subset(built.frame["formula"].isin(sorted(built.frame["formula"].unique())[:120]).to_numpy())
     structures = []
     for s, label in zip(single.structures(), single.frame["label"]):
         if label == 0:
@@ -110,6 +109,8 @@ def test_real_data_mixed_flagged_single_not(shared_path, tmp_path):
     assert saved["verdict"]["flagged"] == rm["verdict"]["flagged"]
     assert (tmp_path / "mixed" / "figures" / "audit_density.png").stat().st_size > 5000
     assert "BIASED" in (tmp_path / "mixed" / "audit.html").read_text()
+    plain = audit_table(mixed.frame, "label", source="source", descriptors=["density"], cache_dir=tmp_path / "c")
+    assert plain["descriptors"]["density"]["shortcut"] == rm["descriptors"]["density"]["shortcut"]  # a DataFrame works
 
 
 def test_audit_cli_on_a_composition_only_table(tmp_path):

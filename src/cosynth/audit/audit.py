@@ -242,12 +242,28 @@ def default_descriptors(has_structures: bool) -> list[str]:
 def audit_table(table, label: str, *, source: str | None = None, descriptors: list[str] | None = None,
                 group: str | None = None, folds: int = 5, seed: int = 0, positive=1,
                 out_dir=None, cache_dir=None, title: str | None = None) -> dict:
-    """Audit a CrystalTable (or a path to one); with ``out_dir`` write audit.json, figures and
-    audit.html there. Descriptor names are computed ones (:data:`DESCRIPTORS`) or numeric
-    columns of the table."""
+    """Is the data biased? Descriptor distributions per class (and source), two-sample tests and
+    shortcut AUCs.
+
+    Args:
+        table: a CrystalTable, a DataFrame (id/formula/cif columns as in a CrystalTable) or a path.
+        label: the class column.
+        source, group: a source column to compare within; a group column for grouped folds.
+        descriptors: computed descriptor names (:data:`DESCRIPTORS`) or numeric table columns.
+        folds, seed, positive: shortcut-AUC cross-validation settings; the positive class value.
+        out_dir: write ``audit.json``, figures and ``audit.html`` here.
+        cache_dir, title: descriptor cache folder; the report's title.
+
+    Returns:
+        The audit as a dict (also ``audit.json``).
+    """
+    import pandas as pd
+
     from cosynth.data.table import CrystalTable, read_table
 
-    if not isinstance(table, CrystalTable):
+    if isinstance(table, pd.DataFrame):
+        table = CrystalTable.from_frame(table)
+    elif not isinstance(table, CrystalTable):
         table = read_table(table)
     frame = table.frame.copy()
     has_structures = bool(table.has_structure().any())

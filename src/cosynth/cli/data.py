@@ -189,9 +189,8 @@ def generate_negatives_cmd(
     seed: int = typer.Option(0),
 ) -> None:
     """Hypothetical polymorphs by prototype substitution (CSPD-like); rejections go to <out>.errors.csv."""
-    import numpy as np
 
-    from cosynth.data.generate import GeneratorConfig, generate_negatives
+    from cosynth.data.generate import GeneratorConfig, generate_negatives, reference_volumes
     from cosynth.data.loaders import load
 
     targets = _formulas(formula, formula_file)
@@ -220,8 +219,8 @@ def generate_negatives_cmd(
         for rid, f, s in zip(sel.frame["id"], sel.frame["formula"], sel.structures()):
             if s is not None:
                 known_map.setdefault(f, []).append((rid, s))
-    ref = {f: float(np.median([s.volume / len(s) for _, s in items])) for f, items in known_map.items()}
-    table = generate_negatives(targets, pool_table, known=known_map, reference_volumes=ref, config=config)
+    table = generate_negatives(targets, pool_table, known=known_map, reference_volumes=reference_volumes(known_map),
+                               config=config)
     table.write(out)
     _write_errors(table, out)
     _report(table, out, "generated")

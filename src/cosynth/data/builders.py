@@ -29,7 +29,7 @@ from cosynth.data.cards import (
     paired_density_comparison,
     write_card,
 )
-from cosynth.data.generate import GeneratorConfig, covalent_volume, generate_negatives
+from cosynth.data.generate import GeneratorConfig, covalent_volume, generate_negatives, reference_volumes
 from cosynth.data.loaders import MP_TABLE, default_data_root, mp_labelled
 from cosynth.data.splits import assign_splits
 from cosynth.data.table import CrystalTable
@@ -232,8 +232,7 @@ def build_mixed_source(data_root=None, out=None, *, n_formulas: int = 108, formu
     known: dict[str, list] = {}
     for rid, f, s in zip(positives.frame["id"], positives.frame["formula"], pos_structs):
         known.setdefault(f, []).append((rid, s))
-    # reference volume: the one at which a crystal of the formula has its positives' median density
-    ref_vpa = {f: float(1.0 / np.median([len(s) / s.volume for _, s in items])) for f, items in known.items()}
+    ref_vpa = reference_volumes(known)
 
     gen_options = {"volume": volume, "seed": seed, "max_prototypes": max_prototypes}
     if packing_fraction is not None:

@@ -40,8 +40,8 @@ def _data_root(root) -> Path:
     raise FileNotFoundError(f"no cosnet_splits folder in {root}")
 
 
-def _read(path) -> pd.DataFrame:
-    return read_table(path)
+def _read(path, **csv_options) -> pd.DataFrame:
+    return read_table(path, **csv_options)
 
 
 @lru_cache(maxsize=2)
@@ -95,8 +95,7 @@ def _li_conductivity(data: Path) -> dict[str, pd.DataFrame]:
     from sklearn.model_selection import GroupShuffleSplit
 
     folder = data / "cosnet_splits" / "li_conductivity"
-    raw = pd.read_csv(folder / "Conductivity-database.csv", keep_default_na=False, na_values=[""],
-                      encoding="utf-8-sig")
+    raw = _read(folder / "Conductivity-database.csv", encoding="utf-8-sig")
     refs = [r if isinstance(r, str) and r.strip() else None for r in raw["structure files"]]
     cif, status = [], []
     for ref in refs:

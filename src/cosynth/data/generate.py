@@ -181,6 +181,19 @@ def _named(structures, formula: str) -> list[tuple[str, Structure]]:
     return [item if isinstance(item, tuple) else (f"{formula}#{k}", item) for k, item in enumerate(structures)]
 
 
+def reference_volumes(known: Mapping[str, list]) -> dict[str, float]:
+    """Volume per atom (Å³) at which a crystal of each formula has the median number density of
+    its known structures: the ``volume="reference"`` target that removes the density shortcut.
+
+    Args:
+        known: formula → list of (id, Structure) of known (positive) crystals.
+
+    Returns:
+        formula → Å³ per atom, for formulas with at least one structure.
+    """
+    return {f: float(1.0 / np.median([len(s) / s.volume for _, s in items])) for f, items in known.items() if items}
+
+
 def generate_negatives(formulas: Iterable[str], pool, *, known: Mapping[str, list[Structure]] | None = None,
                        reference_volumes: Mapping[str, float] | None = None,
                        config: GeneratorConfig | None = None, **options):

@@ -149,39 +149,18 @@ def _alexandria(root: Path, subset: str | None, parse: bool) -> CrystalTable:
                                            cif_column="cif", parse=parse), "alexandria")
 
 
-_COSNET_TASKS = {"band_gap": "band_gap", "refractive_index": "refractive_index",
-                 "dielectric_constant": "rdielectric_constant"}
-
-
 def _cosnet(root: Path, subset: str | None, parse: bool) -> CrystalTable:
-    """COSNet splits; structure references are resolved to CIFs where one exists offline (MP ids
-    found in mp_synth_structures, Li-conductivity CIF files), others stay composition-only with
-    the reference kept in ``structure_ref``."""
-    folder = Path(root) / "cosnet_splits"
-    task = subset or "band_gap"
-    if task == "li_conductivity":
-        df = read_table(folder / "li_conductivity" / "Conductivity-database.csv", encoding="utf-8-sig",
-                  dtype={"composition": str})
-        cif_dir = folder / "li_conductivity" / "Structures_Cifs"
-        refs = df["structure files"]
-        df["cif"] = [(cif_dir / r).read_text(errors="replace") if isinstance(r, str) and (cif_dir / r).exists() else None
-                     for r in refs]
-        df = df.rename(columns={"structure files": "structure_ref"})
-        df.insert(0, "id", [f"li:{i}" for i in range(len(df))])
-        return _finish(CrystalTable.from_frame(df, id_column="id", formula_column="composition", cif_column="cif",
-                                               parse=parse), "cosnet:li_conductivity")
-    if task not in _COSNET_TASKS:
-        raise ValueError(f"cosnet_splits has subsets {', '.join([*_COSNET_TASKS, 'li_conductivity'])}; not {task!r}")
-    parts = [read_table(folder / _COSNET_TASKS[task] / f"{s}.csv", dtype={"composition": str}).assign(split=s)
-             for s in ("train", "val", "test")]
-    df = pd.concat(parts, ignore_index=True).rename(columns={"mp-id": "structure_ref"})
-    df["id"] = [f"{task}:{int(i)}" for i in df["Unnamed: 0"]]
-    df = df.drop(columns=["Unnamed: 0.1", "Unnamed: 0"], errors="ignore")
-    mp = read_table(Path(root) / MP_TABLE, usecols=["material_id", "cif"])
-    by_id = dict(zip(mp["material_id"], mp["cif"]))
-    mp_ids = df["structure_ref"].astype("string").str.extract(r"((?:mp|mvc)-\d+)\.cif$")[0]
-    df["cif"] = [by_id.get(m) if isinstance(m, str) else None for m in mp_ids]
-    return _finish(CrystalTable.from_frame(df, id_column="id", formula_column="composition", cif_column="cif",
+    """COSNet splits as one table with a ``split`` column: the rows, ids and structures of
+    :func:`cosynth.data.cosnet_splits.load_cosnet_split` (``dielectric_constant`` names the
+    ``rdielectric_constant`` folder)."""
+    from cosynth.data.cosnet_splits import DATASETS, load_cosnet_split
+
+    task = {"dielectric_constant": "rdielectric_constant"}.get(subset or "band_gap", subset or "band_gap")
+    if task not in DATASETS:
+        raise ValueError(f"cosnet_splits has subsets {', '.join(DATASETS)}; not {subset!r}")
+    splits = load_cosnet_split(root, task)
+    df = pd.concat([frame.assign(split=name) for name, frame in splits.items()], ignore_index=True)
+    return _finish(CrystalTable.from_frame(df, id_column="id", formula_column="formula", cif_column="cif",
                                            parse=parse), f"cosnet:{task}")
 
 

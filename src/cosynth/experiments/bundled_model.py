@@ -1,7 +1,7 @@
 """Train the bundled synthesizability model: `cosynth reproduce bundled-model` (`make bundled-model`).
 
 Single-source analogue (MP polymorphs of formulas with both ICSD and theoretical entries, see
-`cosynth.data.single_source`), stratified 60/20/20 split, seed 0. Resumable: re-run the same
+`cosynth data build single-source`), its stratified 60/20/20 split, seed 0. Resumable: re-run the same
 command after an interruption. Copy `RUN_DIR/model.pt` into `cosynth/pretrained/` to bundle it.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cosynth.data.single_source import single_source_table
+from cosynth.data.builders import build_single_source
 from cosynth.evaluate.evaluate import test_run
 from cosynth.training.voxel import TrainConfig, train_voxel
 
@@ -35,9 +35,10 @@ def build_bundled_model(data_root=None, run_dir="runs/bundled-synth-mp", *, epoc
     run.mkdir(parents=True, exist_ok=True)
     table = run / "single_source.parquet"
     if not table.exists():
-        single_source_table(data_root).to_parquet(table)
+        build_single_source(data_root).write(table)
     config = TrainConfig(label="label", epochs=epochs, seed=seed, batch_size=16, lr=1e-3,
-                         id_column="material_id", max_minutes=max_minutes, test_ensemble=20)
+                         id_column="id", structure_column="cif", split_column="split", max_minutes=max_minutes,
+                         test_ensemble=20)
     train_voxel(table, run, config, progress=False)
     metrics = test_run(run, table)
     card = write_card(run)
@@ -65,7 +66,7 @@ def write_card(run: Path) -> Path:
     test = pd.read_csv(run / "test_predictions.csv")
     lik = test.likelihood
     # how far does the origin of a structure alone go? score = its origin's positive rate in train
-    origin = split.merge(table[["material_id", "structure_source"]], left_on="id", right_on="material_id")
+    origin = split.merge(table[["id", "structure_source"]].astype({"id": str}), on="id")
     rate = origin[origin.split == "train"].groupby("structure_source").label.mean()
     test_origin = origin[origin.split == "test"]
     from sklearn.metrics import roc_auc_score
@@ -83,12 +84,12 @@ def write_card(run: Path) -> Path:
         "",
         "## Data",
         f"- Single-source analogue of the bias study: {len(table)} Materials Project structures of the "
-        f"{table.reduced_formula.nunique()} reduced formulas that have both an ICSD-tagged and a theoretical "
+        f"{table.formula.nunique()} reduced formulas that have both an ICSD-tagged and a theoretical "
         "polymorph in `shared/data/mp_synth_structures` (label: PU-CGCNN ICSD/virtual lists, else the "
-        "SynCoTrain oxide label); built by `cosynth.data.single_source.single_source_table`.",
+        "SynCoTrain oxide label); built by `cosynth data build single-source` (its split column).",
         f"- {len(skipped)} structures rejected by validation (atoms spanning more than the 50 Å box), "
         f"listed in the run's `skipped.csv`.",
-        "- Split: stratified by label, 60/20/20, seed "
+        "- Split: the table's own (stratified by label, 60/20/20), seed "
         f"{config['seed']}: " + ", ".join(f"{s} {int(counts.loc[s].sum())} ({int(counts.loc[s].get(1, 0))} pos / "
                                           f"{int(counts.loc[s].get(0, 0))} neg)" for s in ("train", "val", "test")) + ".",
         "",
