@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cosynth.audit import baselines
 from cosynth.cli import app
 from cosynth.experiments import bias_study as bs
+from cosynth.experiments import bias_study_report as bs_report
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +102,7 @@ def test_comparison_pairs_each_paper_experiment_with_our_cell():
                            "precision": 0.4, "recall": 0.05, "specificity": 0.9},
                           {"model": "single", "volume_factor": 0.45, "n": 10, "roc_auc": 0.6, "accuracy": 0.5,
                            "precision": 0.5, "recall": 0.92, "specificity": 0.2}])
-    rows = bs.comparison_rows(cross, sweep)
+    rows = bs_report.comparison_rows(cross, sweep)
     by = {(r["experiment"], r["model"]): r for r in rows}
     assert by[("own test set", "mixed")]["ours"]["roc_auc"] == 0.99
     assert by[("own test set", "mixed")]["paper"]["roc_auc"] == 0.995
@@ -110,7 +112,7 @@ def test_comparison_pairs_each_paper_experiment_with_our_cell():
     # the mitigation arm was not run here: its cells are empty, not borrowed from another model
     mitigation = [r for r in rows if r["model"] == "mixed-volnorm"]
     assert len(mitigation) == 4 and all(v is None for r in mitigation for v in r["ours"].values())
-    frame = bs.comparison_frame(rows)
+    frame = bs_report.comparison_frame(rows)
     assert frame.loc[0, "roc_auc"] == "0.990 (0.995)"
 
 
@@ -121,7 +123,7 @@ def test_interpretation_reads_the_numbers():
     sweep = pd.DataFrame([{"model": m, "volume_factor": 0.45, "roc_auc": 0.5, "recall": r, "specificity": sp}
                           for m, r, sp in (("mixed", 0.13, 0.9), ("single", 0.95, 0.2), ("mixed-volnorm", 1.0, 0.0))])
     audits = {"mixed_source": {"descriptors": {"density": {"verdict": "bias"}, "mass": {"verdict": "ok"}}}}
-    text = " ".join(bs.interpretation(cross, sweep, audits))
+    text = " ".join(bs_report.interpretation(cross, sweep, audits))
     assert "0.991" in text and "0.512" in text and "from 0.96 to 0.13" in text
     assert "0.701" in text and "to 0.95" in text and "recall 1.00" in text
     assert "bias flagged on density." in text
@@ -198,7 +200,7 @@ def test_label_signal_scores_reference_columns_on_test_rows_only(tmp_path):
     })
     path = tmp_path / "single.csv"
     frame.to_csv(path, index=False)
-    rows = {r["score"]: r for r in bs.label_signal(path)}
+    rows = {r["score"]: r for r in baselines.label_signal(path)}
     assert set(rows) == {"clscore_pucgcnn", "e_above_hull"}  # no density column, no row
     assert rows["clscore_pucgcnn"]["roc_auc"] == 1.0 and rows["clscore_pucgcnn"]["test_rows"] == 30
     assert rows["e_above_hull"]["roc_auc"] == 1.0 and rows["e_above_hull"]["test_rows"] == 20
@@ -222,8 +224,8 @@ def test_structure_descriptor_baseline_learns_on_train_rows_and_scores_test_rows
         rows.append({"id": f"c{i}", "formula": "NaCl", "label": label, "split": split, "cif": structure_to_cif(cell)})
     path = tmp_path / "single.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
-    signal = {r["score"]: r for r in bs.label_signal(path, cache_dir=tmp_path / "descriptors")}
-    baseline = signal[bs.STRUCTURE_BASELINE]
+    signal = {r["score"]: r for r in baselines.label_signal(path, cache_dir=tmp_path / "descriptors")}
+    baseline = signal[baselines.STRUCTURE_BASELINE]
     assert baseline["test_rows"] == 30
     assert baseline["roc_auc"] < 0.1
     assert "density" in baseline["meaning"]
@@ -235,15 +237,15 @@ def test_interpretation_puts_the_single_source_auc_beside_the_label_signal():
     sweep = pd.DataFrame([{"model": "single", "volume_factor": 0.45, "roc_auc": 0.5, "recall": 0.2, "specificity": 0.8}])
     signal = [{"score": "clscore_pucgcnn", "test_rows": 220, "roc_auc": 0.744},
               {"score": "density_g_cm3", "test_rows": 266, "roc_auc": 0.51}]
-    text = " ".join(bs.interpretation(cross, sweep, {}, signal))
+    text = " ".join(bs_report.interpretation(cross, sweep, {}, signal))
     assert "clscore_pucgcnn, reaches AUC 0.744 on 220 test crystals (density_g_cm3 0.510)" in text
     assert "single-source model's 0.612" in text
-    assert "labels carry" not in " ".join(bs.interpretation(cross, sweep, {}))
+    assert "labels carry" not in " ".join(bs_report.interpretation(cross, sweep, {}))
     # the single-source row: 266 test crystals, so its AUC of 0.612 has a standard error of about 0.034
     cross.loc[cross.model == "single", ["tp", "fn", "tn", "fp"]] = [126, 7, 15, 118]
-    baseline = [{"score": bs.STRUCTURE_BASELINE, "test_rows": 266, "roc_auc": 0.579}]
-    text = " ".join(bs.interpretation(cross, sweep, {}, baseline))
+    baseline = [{"score": baselines.STRUCTURE_BASELINE, "test_rows": 266, "roc_auc": 0.579}]
+    text = " ".join(bs_report.interpretation(cross, sweep, {}, baseline))
     assert "reach AUC 0.579 on the single-source test set" in text
     assert "within twice its standard error (±0.069)" in text and "not shown that it learned more" in text
     baseline[0]["roc_auc"] = 0.52
-    assert "CNN does better than these coarse features" in " ".join(bs.interpretation(cross, sweep, {}, baseline))
+    assert "CNN does better than these coarse features" in " ".join(bs_report.interpretation(cross, sweep, {}, baseline))
