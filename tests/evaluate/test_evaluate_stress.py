@@ -209,3 +209,23 @@ def test_applicability_domain_scores_in_predict(table, tmp_path):
     plain = predict([near, far], net, ensemble=2).crystals
     assert "ad_descriptor" not in plain.columns
     assert np.allclose(plain["likelihood"], out["likelihood"].to_numpy())  # scores never change predictions
+
+
+def test_evaluation_uses_the_sampler_stored_in_the_model_file(table, tmp_path):
+    """An imported XIE-SPP model must be evaluated with its own sampler, never a silent haar fallback."""
+    from cosynth.evaluate.evaluate import predict_table
+    from cosynth.models.registry import load_model
+    from cosynth.predict import predict
+
+    torch.manual_seed(3)
+    path = save_model(VoxelCNN().eval(), tmp_path / "xiespp_like.pt", {"sampler": "xiespp"})
+    via_table = predict_table(load_model(path), table, ensemble=3)
+    via_file = predict_table(path, table, ensemble=3)
+    structures = table.structures()
+    for s, rid in zip(structures, table.frame["id"]):
+        s.properties = {"id": rid}
+    explicit = predict(structures, path, ensemble=3, sampler="xiespp").crystals
+    haar = predict(structures, path, ensemble=3, sampler="haar").crystals
+    assert np.allclose(via_table["likelihood"], explicit["likelihood"])
+    assert np.allclose(via_file["likelihood"], explicit["likelihood"])
+    assert not np.allclose(via_table["likelihood"], haar["likelihood"])

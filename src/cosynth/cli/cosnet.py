@@ -47,8 +47,11 @@ def _splits(data: Optional[Path], dataset: Optional[str], table: Optional[Path],
 def _train(family: str, **kw) -> None:
     from cosynth.training.bimodal import FitConfig, fit_seeds
 
-    splits = _splits(kw.pop("data"), kw.pop("dataset"), kw.pop("table"), kw.pop("split_column"),
-                     kw.pop("id_column"), kw.pop("formula_column"), kw.pop("cif_column"), kw.pop("target"))
+    try:
+        splits = _splits(kw.pop("data"), kw.pop("dataset"), kw.pop("table"), kw.pop("split_column"),
+                         kw.pop("id_column"), kw.pop("formula_column"), kw.pop("cif_column"), kw.pop("target"))
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
     out, seeds = kw.pop("out"), kw.pop("seeds")
     try:
         config = FitConfig(model=family, **kw)
