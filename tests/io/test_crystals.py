@@ -69,7 +69,7 @@ def test_mixed_batch_gives_one_record_per_crystal_in_order():
     expected = [
         ("NaCl", None),
         ("garbage", "parse"),
-        ("truncated", "parse"),
+        ("truncated", "incomplete cell: the CIF has no _cell_length_c"),
         ("unknown_element", "unknown element 'Xx'"),
         ("disordered", "disordered"),
         ("no_atoms", "no atoms"),
@@ -214,7 +214,7 @@ def test_csv_table_with_cif_column():
     ]
     assert records[1].formula == "NaN"  # sodium nitride, not a missing value
     assert "disordered" in records[2].error
-    assert "parse" in records[3].error
+    assert "incomplete cell: the CIF has no _cell_length_a" in records[3].error
     assert records[4].error == "empty structure cell in column 'cif'"
     assert records[2].source == f"{TABLES / 'crystals.csv'}:row 2"
 

@@ -26,7 +26,8 @@ from ase import Atoms
 from pymatgen.core import IStructure, Structure
 from pymatgen.core.structure import IMolecule
 
-from cosynth.io.validate import CrystalValidationError, validate_structure
+from cosynth.io.errors import ParseProblem, describe_error, detail, diagnose_cif
+from cosynth.io.validate import MAX_ATOMS, CrystalValidationError, validate_structure
 
 __all__ = ["CrystalRecord", "iter_crystals", "read_crystals", "to_structure"]
 
@@ -39,6 +40,9 @@ RESOLVE_MODES = ("error", "majority")
 _ASE_FOLDER_EXTS = {".extxyz", ".xyz", ".traj", ".xsf", ".cell", ".res", ".gen", ".pdb", ".cfg"}
 _TABLE_KINDS = {"csv", "parquet", "jsonl"}
 _MAX_MESSAGE = 400
+#: Bytes (uncompressed) of one structure file or table cell; a larger one is an error row, not a
+#: memory spike (a 10 MB .gz can hold gigabytes).
+MAX_TEXT_BYTES = 64 << 20
 
 
 @dataclass
@@ -157,11 +161,16 @@ def _finish(raw: _Raw, used: set[str], resolve_disorder: str, validate: bool) ->
     formula = _formula(structure)
     if validate:
         try:
-            structure = validate_structure(structure, resolve_disorder=resolve_disorder)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pymatgen's numerical warnings on odd cells reach no user
+                structure = validate_structure(structure, resolve_disorder=resolve_disorder)
         except CrystalValidationError as exc:
             return CrystalRecord(rid, None, "error", _clip(str(exc)), raw.source, formula)
+        except MemoryError as exc:
+            message = f"out of memory while validating this crystal {detail(exc)}"
+            return CrystalRecord(rid, None, "error", _clip(message), raw.source, formula)
         except Exception as exc:  # a pymatgen failure on odd data is still a data error
-            message = f"validation failed: {type(exc).__name__}: {exc}"
+            message = f"the crystal could not be validated (its numbers break the distance check) {detail(exc)}"
             return CrystalRecord(rid, None, "error", _clip(message), raw.source, formula)
         formula = _formula(structure)
     return CrystalRecord(rid, structure, "ok", None, raw.source, formula)
@@ -325,18 +334,21 @@ def _load_entries(path: Path, kind: str) -> list[_Raw]:
         if kind == "cif":
             return _cif_entries(text)
         if kind == "poscar":
-            return [_guarded(lambda: _parse_poscar(text), "poscar")]
+            return [_guarded(lambda: _parse_poscar(text), "poscar", text)]
         data = json.loads(text)
         items = data if isinstance(data, list) else [data]
         return [_guarded(lambda d=d: _dict_structure(d), "json") for d in items]
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, limit: int | None = MAX_TEXT_BYTES) -> str:
+    """The file's text, at most ``limit`` bytes (uncompressed); a larger file raises ParseProblem."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        data = fh.read() if limit is None else fh.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise ParseProblem(f"file too large: more than {limit >> 20} MB of text (limit {limit >> 20} MB)")
     # errors="replace": author names in CIF headers are often Latin-1.
-    if path.name.lower().endswith(".gz"):
-        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    return path.read_text(encoding="utf-8", errors="replace")
+    return data.decode("utf-8", errors="replace")
 
 
 def _read_ase(path: Path) -> list[Atoms]:
@@ -346,14 +358,16 @@ def _read_ase(path: Path) -> list[Atoms]:
     return list(frames) if isinstance(frames, list) else [frames]
 
 
-def _guarded(make: Any, label: str) -> _Raw:
+def _guarded(make: Any, label: str, text: str | None = None) -> _Raw:
     """Run a parser for one crystal; an exception becomes an error record (id set later)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             structure = make()
         except Exception as exc:
-            return _Raw("", "", error=_explain(exc, label, caught))
+            return _Raw("", "", error=_explain(exc, label, caught, text))
+    if len(structure) > MAX_ATOMS:
+        return _Raw("", "", error=f"too many atoms: {len(structure)} in the cell (limit {MAX_ATOMS})")
     return _Raw("", "", structure=structure)
 
 
@@ -387,10 +401,28 @@ def _cif_entries(text: str) -> list[_Raw]:
     return [_cif_block(block) for block in blocks]
 
 
+#: Atom sites × symmetry operations pymatgen may expand for one CIF block (its cost is quadratic per site).
+_MAX_CIF_EXPANSION = 4 * MAX_ATOMS
+_SYMOP_LINE = re.compile(r"^\s*(?:\d+\s+)?['\"]?[-+xyz0-9/. ]*,[-+xyz0-9/. ]*,[-+xyz0-9/. ]*['\"]?\s*$", re.I | re.M)
+
+
+def _cif_size_problem(block: str) -> str | None:
+    """A CIF block too big for pymatgen's symmetry expansion, estimated from its lines alone."""
+    lines = block.count("\n") + 1
+    ops = max(1, len(_SYMOP_LINE.findall(block)))
+    if lines * ops > _MAX_CIF_EXPANSION:
+        return (f"CIF too large: up to {lines} atom sites × {ops} symmetry operations "
+                f"(limit {_MAX_CIF_EXPANSION} sites after symmetry)")
+    return None
+
+
 def _cif_block(block: str) -> _Raw:
     """Parse one CIF data block, turning pymatgen's warnings into a specific message."""
     from pymatgen.io.cif import CifParser
 
+    too_big = _cif_size_problem(block)
+    if too_big:
+        return _Raw("", "", error=too_big)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -400,14 +432,17 @@ def _cif_block(block: str) -> _Raw:
             keys = {key.lower() for values in parser.as_dict().values() for key in values}
             missing = [key for key in _CELL_KEYS if key not in keys]
             if missing:
-                return _Raw("", "", error=f"CIF parse failed: incomplete cell, missing {', '.join(missing)}")
+                return _Raw("", "", error=f"incomplete cell: the CIF has no {', '.join(missing)}")
             if not any(key in keys for key in ("_atom_site_fract_x", "_atom_site_cartn_x")):
                 return _Raw("", "", error="no atoms (CIF block has no atom sites)")
             structures = parser.parse_structures(primitive=False, on_error="raise")
         except Exception as exc:
-            return _Raw("", "", error=_explain(exc, "cif", caught))
+            return _Raw("", "", error=_explain(exc, "cif", caught, block))
     if len(structures) != 1:
-        return _Raw("", "", error=f"CIF parse failed: block gave {len(structures)} structures")
+        found = diagnose_cif(block)
+        return _Raw("", "", error=found or f"CIF parse failed: block gave {len(structures)} structures")
+    if len(structures[0]) > MAX_ATOMS:
+        return _Raw("", "", error=f"too many atoms: {len(structures[0])} in the cell (limit {MAX_ATOMS})")
     return _Raw("", "", structure=structures[0])
 
 
@@ -418,6 +453,13 @@ def _parse_poscar(text: str) -> Structure:
     # Without a species line (VASP 4) pymatgen silently makes every atom hydrogen.
     if len(lines) > 5 and lines[5] and all(tok.isdigit() for tok in lines[5]):
         raise _ParseError("POSCAR parse failed: no element symbols line (VASP 4 format); add the species line")
+    # pymatgen reads as many coordinate lines as the counts line says: a count of 1e9 must not allocate
+    if len(lines) > 6 and all(tok.isdigit() for tok in lines[6]) and lines[6]:
+        n_atoms = sum(int(tok) for tok in lines[6])
+        if n_atoms > MAX_ATOMS:
+            raise _ParseError(f"too many atoms: POSCAR line 7 says {n_atoms} (limit {MAX_ATOMS})")
+        if n_atoms > len(lines):
+            raise _ParseError(f"the POSCAR is truncated: {len(lines)} lines for {n_atoms} atoms")
     return Poscar.from_str(text, read_velocities=False).structure
 
 
@@ -437,15 +479,14 @@ def _atoms_to_structure(atoms: Atoms) -> Structure:
     return AseAtomsAdaptor.get_structure(atoms)
 
 
-class _ParseError(ValueError):
-    """A parse failure whose message is already final."""
+_ParseError = ParseProblem  # a parse failure whose message is already final
 
 
 _BAD_ELEMENT = re.compile(r"'([^']*)' is not a valid Element")
 
 
-def _explain(exc: Exception, label: str, caught: list | None = None) -> str:
-    """A message that says which problem it is, with pymatgen's warnings when useful."""
+def _explain(exc: Exception, label: str, caught: list | None = None, source_text: str | None = None) -> str:
+    """A message that says which problem it is (:func:`describe_error`), pymatgen's warnings in the detail."""
     if isinstance(exc, _ParseError):
         return str(exc)
     label = _LABEL.get(label, label)
@@ -465,11 +506,12 @@ def _explain(exc: Exception, label: str, caught: list | None = None) -> str:
         return f"unknown element {text!r} (ASE parse)"
     if "at least 1 site" in text:
         return "no atoms"
-    message = f"{label} parse failed: {type(exc).__name__}: {text}"
+    kind = next((k for k, v in _LABEL.items() if v == label), label)
+    message = describe_error(exc, kind, text=source_text)
     notes = [str(w.message).strip() for w in (caught or []) if str(w.message).strip()]
     notes = [n for n in dict.fromkeys(notes) if "default value of primitive" not in n]
-    if notes:
-        message += " [warnings: " + " | ".join(n.replace("\n", " ") for n in notes) + "]"
+    if notes and message.endswith(")"):
+        message = message[:-1] + "; warnings: " + " | ".join(n.replace("\n", " ") for n in notes) + ")"
     return message
 
 
