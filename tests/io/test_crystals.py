@@ -178,7 +178,45 @@ def test_folder_reads_crystal_files_sorted_non_recursive(tmp_path):
     (tmp_path / ".hidden.cif").write_text("garbage")
     (tmp_path / "sub").mkdir()
     shutil.copy(GOOD / "NaCl.cif", tmp_path / "sub" / "deep.cif")
-    assert summary(read_crystals(tmp_path)) == [("POSCAR", "ok"), ("a", "ok"), ("b", "ok")]
+    assert summary(read_crystals(tmp_path, recursive=False)) == [("POSCAR", "ok"), ("a", "ok"), ("b", "ok")]
+
+
+def test_folder_is_searched_recursively_with_relative_ids(tmp_path):
+    shutil.copy(GOOD / "NaCl.cif", tmp_path / "a.cif")
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / ".git").mkdir()
+    shutil.copy(GOOD / "NaCl.cif", tmp_path / ".git" / "hidden.cif")
+    shutil.copy(GOOD / "NaCl.cif", tmp_path / "sub" / "a.cif")
+    shutil.copy(GOOD / "two_blocks.cif", tmp_path / "sub" / "deeper" / "two_blocks.cif")
+    (tmp_path / "sub" / "labels.csv").write_text("id,label\na,1\n")
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)  # a cycle is walked once
+    records = read_crystals(tmp_path)
+    assert summary(records) == [
+        ("a", "ok"), ("sub/a", "ok"), ("sub/deeper/two_blocks#0", "ok"), ("sub/deeper/two_blocks#1", "ok"),
+    ]
+    assert records[1].source == str(tmp_path / "sub" / "a.cif")
+    (empty := tmp_path / "empty").mkdir()
+    (empty / "sub").mkdir()
+    (record,) = read_crystals(empty)
+    assert record.error == f"folder {empty} or its subfolders holds no crystal files"
+
+
+def test_broken_links_and_missing_paths_become_error_rows(tmp_path):
+    shutil.copy(GOOD / "NaCl.cif", tmp_path / "a.cif")
+    (tmp_path / "b.cif").symlink_to(tmp_path / "gone.cif")
+    (tmp_path / "notes.txt").symlink_to(tmp_path / "gone.txt")  # not a crystal file name: not an input
+    expected = [("a", "ok"), ("b", "error")]
+    message = f"broken link: {tmp_path / 'b.cif'} points to missing {tmp_path / 'gone.cif'}"
+    for source in (tmp_path, str(tmp_path / "*.cif")):
+        records = read_crystals(source)
+        assert summary(records) == expected
+        assert records[1].error == message and records[1].source == str(tmp_path / "b.cif")
+    (direct,) = read_crystals(tmp_path / "b.cif")
+    assert direct.error == message
+    (missing,) = read_crystals(tmp_path / "nope" / "x.cif")
+    assert missing.status == "error" and missing.error == f"file not found: {tmp_path / 'nope' / 'x.cif'}"
+    records = read_crystals([tmp_path / "a.cif", tmp_path / "nope.cif", tmp_path / "a.cif"])
+    assert [r.status for r in records] == ["ok", "error", "ok"]
 
 
 def test_good_corpus_folder():

@@ -82,6 +82,7 @@ def iter_crystals(
     structure_column: str | None = None,
     resolve_disorder: str = "error",
     validate: bool = True,
+    recursive: bool = True,
 ) -> Iterator[CrystalRecord]:
     """Yield one record per crystal, lazily and in input order.
 
@@ -89,10 +90,15 @@ def iter_crystals(
     glob pattern, a pymatgen ``Structure``, an ASE ``Atoms``, a ``Structure.as_dict()``
     dict or a pandas ``DataFrame``. Files are parsed only when the consumer reaches
     them, so a generator of thousands of paths streams.
+
+    Folders are searched with their subfolders (``recursive=False``: the top level only);
+    files in subfolders get their relative path as id (``sub/NaCl``). Every input gets a
+    row: a path that does not exist, a broken symbolic link (in a folder, from a glob or
+    given directly) and an unreadable file become error records.
     """
     if resolve_disorder not in RESOLVE_MODES:
         raise ValueError(f"resolve_disorder must be one of {RESOLVE_MODES}, got {resolve_disorder!r}")
-    opts = _Options(id_column, structure_column)
+    opts = _Options(id_column, structure_column, recursive)
     return _iter(inputs, opts, resolve_disorder, validate)
 
 
@@ -132,6 +138,7 @@ def to_structure(obj: Any) -> Structure:
 class _Options:
     id_column: str | None
     structure_column: str | None
+    recursive: bool = True
 
 
 def _iter(inputs: Any, opts: _Options, resolve_disorder: str, validate: bool) -> Iterator[CrystalRecord]:
@@ -153,6 +160,14 @@ def _as_items(inputs: Any) -> Iterable[Any]:
 
 def _finish(raw: _Raw, used: set[str], resolve_disorder: str, validate: bool) -> CrystalRecord:
     """Validate a parsed crystal and give it an id no earlier record has."""
+    with warnings.catch_warnings():
+        # pymatgen's warnings here (electronegativity of noble gases while sorting a formula,
+        # numerical ones on odd cells) say nothing about the crystal the user could act on
+        warnings.simplefilter("ignore")
+        return _finish_quietly(raw, used, resolve_disorder, validate)
+
+
+def _finish_quietly(raw: _Raw, used: set[str], resolve_disorder: str, validate: bool) -> CrystalRecord:
     rid = _unique_id(raw.id, used)
     if raw.error is not None or raw.structure is None:
         message = raw.error or "no structure"
@@ -161,9 +176,7 @@ def _finish(raw: _Raw, used: set[str], resolve_disorder: str, validate: bool) ->
     formula = _formula(structure)
     if validate:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # pymatgen's numerical warnings on odd cells reach no user
-                structure = validate_structure(structure, resolve_disorder=resolve_disorder)
+            structure = validate_structure(structure, resolve_disorder=resolve_disorder)
         except CrystalValidationError as exc:
             return CrystalRecord(rid, None, "error", _clip(str(exc)), raw.source, formula)
         except MemoryError as exc:
@@ -221,7 +234,9 @@ def _object_id(obj: Any) -> str | None:
 
 def _expand_path(text: str, opts: _Options) -> Iterator[_Raw]:
     path = Path(text)
-    if path.is_dir():
+    if _is_broken_link(path):
+        yield _broken_link(path)
+    elif path.is_dir():
         yield from _expand_folder(path, opts)
     elif path.exists():
         yield from _read_file(path, opts)
@@ -237,11 +252,61 @@ def _expand_path(text: str, opts: _Options) -> Iterator[_Raw]:
 
 
 def _expand_folder(folder: Path, opts: _Options) -> Iterator[_Raw]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and _is_crystal_file(p))
+    files = _folder_files(folder, opts.recursive)
     if not files:
-        yield _Raw(folder.name or str(folder), str(folder), error=f"folder {folder} holds no crystal files")
-    for path in files:
-        yield from _read_file(path, opts)
+        where = " or its subfolders" if opts.recursive else ""
+        yield _Raw(folder.name or str(folder), str(folder), error=f"folder {folder}{where} holds no crystal files")
+    for rel, path in files:
+        for raw in _read_file(path, opts):
+            if len(rel.parts) > 1:  # sub/NaCl, sub/two_blocks#1: ids stay unique and say where the file is
+                raw.id = rel.parent.as_posix() + "/" + raw.id
+            yield raw
+
+
+def _folder_files(folder: Path, recursive: bool) -> list[tuple[Path, Path]]:
+    """(path relative to ``folder``, path) of the crystal files, sorted; hidden entries skipped.
+
+    Symbolic links to folders are followed once (a link cycle is not walked twice); broken
+    links with a crystal file name are kept so that they become error records.
+    """
+    found: list[tuple[Path, Path]] = []
+    seen: set[str] = set()
+
+    def walk(current: Path) -> None:
+        try:
+            real = os.path.realpath(current)
+            if real in seen:
+                return
+            seen.add(real)
+            entries = sorted(current.iterdir(), key=lambda p: p.name)
+        except OSError:
+            return
+        for p in entries:
+            if p.name.startswith("."):
+                continue
+            if _is_broken_link(p):
+                if _is_crystal_file(p):
+                    found.append((p.relative_to(folder), p))
+            elif p.is_dir():
+                if recursive:
+                    walk(p)
+            elif p.is_file() and _is_crystal_file(p):
+                found.append((p.relative_to(folder), p))
+
+    walk(folder)
+    return sorted(found, key=lambda item: item[0].as_posix())
+
+
+def _is_broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
+def _broken_link(path: Path) -> _Raw:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return _Raw(_stem(path), str(path), error=f"broken link: {path} points to missing {target}")
 
 
 def _is_crystal_file(path: Path) -> bool:
@@ -287,6 +352,9 @@ def _kind(path: Path) -> str:
 
 
 def _read_file(path: Path, opts: _Options) -> Iterator[_Raw]:
+    if _is_broken_link(path):
+        yield _broken_link(path)
+        return
     kind = _kind(path)
     if kind in _TABLE_KINDS:
         yield from _read_table_file(path, kind, opts)
