@@ -110,6 +110,9 @@ def _phrase(exc: BaseException, label: str) -> str:
         return f"the {label} has a count that is not a whole number ({_clip(raw.split(':', 1)[-1].strip())})"
     if "is not a multiple of" in low or "zip() argument" in low or "modulo by zero" in low or "division" in low:
         return f"a list in the {label} is truncated (its values do not fill whole rows)"
+    if "thickness" in low and "below threshold" in low:
+        values = [float(v) for v in re.findall(r"float64\(([-+0-9.eE]+)\)", raw)] or [0.0]
+        return f"the {label}'s cell is flat: {min(values):.3g} Å thick (check the cell lengths and angles)"
     if "singular matrix" in low:
         return f"the {label}'s cell is degenerate (its vectors are coplanar; check the cell angles)"
     if "nan" in low and ("integer" in low or "convert" in low):

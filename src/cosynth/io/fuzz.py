@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["FuzzInput", "make_inputs", "mutate_text", "run_fuzz", "seed_texts"]
 
-MUTATIONS = ("number", "drop", "duplicate", "swap", "garble", "flip", "element", "truncate")
+MUTATIONS = ("number", "cell", "drop", "duplicate", "swap", "garble", "flip", "element", "truncate")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?:\(\d+\))?(?![\w.])")
 _BAD_NUMBERS = ("1e30", "-1e30", "1e-30", "NaN", "nan", "inf", "-inf", "", "1e300", "0", "?", ".")
 _BAD_ELEMENTS = ("Xx", "Q", "J", "Uuu", "D", "na", "CL", "X1", "Og", "Fe", "H", "0", "")
@@ -61,6 +61,8 @@ def seed_texts(shared: Path | None = None, n_shared: int = 40, seed: int = 0) ->
         table = pd.read_csv(shared, usecols=["cif"], keep_default_na=False, dtype=str)
         pick = np.random.default_rng(seed).choice(len(table), size=min(n_shared, len(table)), replace=False)
         cifs += [table["cif"].iloc[int(i)] for i in sorted(pick)]
+    # one data_ block per seed: each mutated file is then one input that must give one record
+    cifs = [t for t in cifs if len(re.findall(r"(?im)^\s*data_", t)) == 1]
     poscars = _poscars(cifs[: max(8, len(cifs) // 2)])
     return {"cif": cifs, "poscar": poscars}
 
@@ -114,6 +116,23 @@ def _m_number(text, rng, kind):
         if not found:
             break
     return text
+
+
+def _m_cell(text, rng, kind):
+    """A cell number (CIF cell tag, POSCAR scale or lattice line) replaced by a hostile one."""
+    lines = _lines(text)
+    if kind == "poscar":
+        rows = [i for i in (1, 2, 3, 4) if i < len(lines)]
+    else:
+        rows = [i for i, line in enumerate(lines) if line.lstrip().lower().startswith("_cell_")]
+    if not rows:
+        return text
+    i = int(rng.choice(rows))
+    found = list(_NUMBER.finditer(lines[i]))
+    if found:
+        m = found[int(rng.integers(len(found)))]
+        lines[i] = lines[i][: m.start()] + str(rng.choice(_BAD_NUMBERS)) + lines[i][m.end():]
+    return "\n".join(lines)
 
 
 def _m_drop(text, rng, kind):
@@ -188,6 +207,7 @@ def _m_truncate(text, rng, kind):
 
 _MUTATE = {
     "number": _m_number,
+    "cell": _m_cell,
     "drop": _m_drop,
     "duplicate": _m_duplicate,
     "swap": _m_swap,
@@ -198,12 +218,47 @@ _MUTATE = {
 }
 
 
+def extreme_inputs(seeds: dict[str, list[str]]) -> list[FuzzInput]:
+    """Hand-made worst cases: 1e30 and 1e-30 Å cells, a million atoms, a near-flat cell, huge files."""
+    cif = next(t for t in seeds["cif"] if "_cell_length_a" in t)
+    poscar = seeds["poscar"][0]
+    out = []
+
+    def cell(tag: str, value: str) -> str:
+        return re.sub(rf"(?im)^(\s*{tag}\s+)\S+", rf"\g<1>{value}", cif)
+
+    for tag in ("_cell_length_a", "_cell_length_b", "_cell_length_c"):
+        out += [FuzzInput(f"x_{tag}_{v}.cif", "cif", cell(tag, v), ("extreme",)) for v in ("1e30", "1e-30", "1e300")]
+    flat = cell("_cell_angle_alpha", "179.9999")
+    out.append(FuzzInput("x_flat.cif", "cif", flat, ("extreme",)))
+    big = cif
+    for tag in ("_cell_length_a", "_cell_length_b", "_cell_length_c"):
+        big = re.sub(rf"(?im)^(\s*{tag}\s+)\S+", r"\g<1>1e30", big)
+    out.append(FuzzInput("x_all_1e30.cif", "cif", big, ("extreme",)))
+    lines = poscar.split("\n")
+    out.append(FuzzInput("x_scale.vasp", "poscar", "\n".join([lines[0], "1e30", *lines[2:]]), ("extreme",)))
+    out.append(FuzzInput("x_tiny.vasp", "poscar", "\n".join([lines[0], "1e-30", *lines[2:]]), ("extreme",)))
+    counts = "\n".join([*lines[:6], " ".join("1000000" for _ in lines[6].split()), *lines[7:]])
+    out.append(FuzzInput("x_million.vasp", "poscar", counts, ("extreme",)))
+    rows = "\n".join(f"C{i} C {i % 97 / 97:.4f} {i % 89 / 89:.4f} {i % 83 / 83:.4f}" for i in range(40_000))
+    sites = ("data_many\n_cell_length_a 40\n_cell_length_b 40\n_cell_length_c 40\n_cell_angle_alpha 90\n"
+             "_cell_angle_beta 90\n_cell_angle_gamma 90\nloop_\n_atom_site_label\n_atom_site_type_symbol\n"
+             "_atom_site_fract_x\n_atom_site_fract_y\n_atom_site_fract_z\n" + rows + "\n")
+    out.append(FuzzInput("x_40000_sites.cif", "cif", sites, ("extreme",)))
+    out.append(FuzzInput("x_oblique.vasp", "poscar", "oblique\n1.0\n3 0 0\n90.3 0.4 0\n0 0 3\nLi\n1\nDirect\n0 0 0\n",
+                         ("extreme",)))
+    out.append(FuzzInput("x_skewed.vasp", "poscar", "skewed\n1.0\n3 0 0\n990 0.9 0\n0 0 3\nLi\n1\nDirect\n0 0 0\n",
+                         ("extreme",)))
+    return out
+
+
 def make_inputs(n: int, seed: int = 0, shared: Path | None = None) -> list[FuzzInput]:
-    """``n`` mutated inputs: ~60 % CIF files, ~20 % POSCAR files, ~20 % CIF table rows (seeded)."""
+    """``n`` inputs: the :func:`extreme_inputs`, then mutated ones (~60 % CIF files, ~20 % POSCAR
+    files, ~20 % CIF table rows), seeded."""
     rng = np.random.default_rng(seed)
     seeds = seed_texts(shared, seed=seed)
-    out = []
-    for k in range(n):
+    out = extreme_inputs(seeds)[:n]
+    for k in range(len(out), n):
         kind = str(rng.choice(["cif", "poscar", "row"], p=[0.6, 0.2, 0.2]))
         pool = seeds["poscar"] if kind == "poscar" and seeds["poscar"] else seeds["cif"]
         kind = "poscar" if pool is seeds["poscar"] and kind == "poscar" else ("row" if kind == "row" else "cif")
