@@ -85,7 +85,7 @@ def test_mixed_batch_gives_one_record_per_crystal_in_order():
         ("two_blocks#1", None),
     ]
     assert [r.id for r in records] == [rid for rid, _ in expected]
-    for record, (rid, keyword) in zip(records, expected):
+    for record, (rid, keyword) in zip(records, expected, strict=True):
         if keyword is None:
             assert record.status == "ok" and record.error is None, record
             assert isinstance(record.structure, Structure) and record.structure.is_ordered

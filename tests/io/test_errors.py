@@ -78,7 +78,8 @@ def test_loop_without_tags_and_bad_symmetry_operation():
     assert diagnose_cif(cif() + "loop_\n1 2 3\n").startswith("a loop_ (line 17) has no _tags")
     text = cif().replace("_symmetry_space_group_name_H-M 'P 1'",
                          "loop_\n_symmetry_equiv_pos_as_xyz\n'x, y, z'\n'x, y+q, z'")
-    assert diagnose_cif(text).startswith("symmetry operation 2 ('x, y+q, z') in _symmetry_equiv_pos_as_xyz is not valid")
+    assert diagnose_cif(text).startswith(
+        "symmetry operation 2 ('x, y+q, z') in _symmetry_equiv_pos_as_xyz is not valid")
 
 
 @pytest.mark.parametrize("edit, words", [

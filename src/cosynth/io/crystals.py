@@ -652,7 +652,7 @@ def _table_rows(table: pd.DataFrame, stem: str, source: str, base: Path, opts: _
     cells = table[scol].tolist()
     ids = table[icol].tolist() if icol else [None] * len(cells)
     errors = table["__error__"].tolist() if "__error__" in table.columns else [None] * len(cells)
-    for i, (cell, rid, err) in enumerate(zip(cells, ids, errors)):
+    for i, (cell, rid, err) in enumerate(zip(cells, ids, errors, strict=True)):
         row_id = _cell_text(rid) or f"{stem}:{i}"
         row_source = f"{source}:row {i}"
         if isinstance(err, str):
@@ -702,7 +702,8 @@ def _parse_cell(cell: Any, column: str, base: Path) -> _Raw:
         except Exception as exc:
             return _Raw("", "", error=_explain(exc, "cif" if "data_" in text else "file", caught))
     if len(entries) != 1:
-        return _Raw("", "", error=f"cell in column {column!r} holds {len(entries)} structures; a row must hold one crystal")
+        return _Raw("", "", error=f"cell in column {column!r} holds {len(entries)} structures; "
+                    "a row must hold one crystal")
     return entries[0]
 
 

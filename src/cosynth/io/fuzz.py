@@ -177,7 +177,9 @@ def _m_flip(text, rng, kind):
         k = int(rng.integers(len(data)))
         data[k] ^= 1 << int(rng.integers(8))
     out = data.decode("utf-8", errors="replace")
-    return re.sub(r"(?im)^(\s*)(data_)", r"\1#\2", out) if out.lower().count("data_") > text.lower().count("data_") else out
+    if out.lower().count("data_") > text.lower().count("data_"):  # a flip made a new header: comment it out
+        out = re.sub(r"(?im)^(\s*)(data_)", r"\1#\2", out)
+    return out
 
 
 def _m_element(text, rng, kind):

@@ -117,7 +117,7 @@ def check_bounds(
     if not np.all(np.isfinite(matrix)):
         raise CrystalValidationError("non-finite lattice (a cell length or angle is NaN or infinite)")
     lengths = np.linalg.norm(matrix, axis=1)
-    for axis, length in zip("abc", lengths):
+    for axis, length in zip("abc", lengths, strict=True):
         if not length <= max_cell_length:
             raise CrystalValidationError(f"cell length {axis} = {length:.4g} Å is beyond the {max_cell_length:g} Å "
                                          "limit (not a crystal cell)")
@@ -128,7 +128,7 @@ def check_bounds(
     volume = abs(float(np.linalg.det(matrix)))
     if not volume >= 1e-6:
         raise CrystalValidationError(f"degenerate cell (volume {volume:.3g} Å³)")
-    for axis, length in zip("abc", lengths):
+    for length in lengths:
         if length < min_distance:
             # the same words as the neighbour search would give, without running it
             raise CrystalValidationError(
