@@ -116,3 +116,27 @@ def test_is_bare():
     assert not is_bare("atom site list is truncated: 77 values do not fill rows of 9 columns")
     assert not is_bare("the CIF's _cell_length_a is not a number ('1e3x')")
     assert not is_bare("atoms 0 and 1 are 0.40 Å apart (< 0.6766 Å minimum)")
+
+
+def test_size_limits_make_error_rows_not_memory_spikes(tmp_path, monkeypatch):
+    import gzip
+
+    from cosynth.io import crystals
+
+    monkeypatch.setattr(crystals, "MAX_TEXT_BYTES", 10_000)
+    with gzip.open(tmp_path / "bomb.cif.gz", "wt") as fh:  # 200 bytes on disk, 1 MB of text
+        fh.write(cif() + "#" * 1_000_000)
+    (record,) = read_crystals(tmp_path / "bomb.cif.gz")
+    assert record.error == "file too large: more than 10000 bytes of text (limit 10000)"
+    monkeypatch.setattr(crystals, "_MAX_CIF_EXPANSION", 50)
+    rows = "\n".join(f"C{i} C 0.{i:04d} 0.5 0.5" for i in range(60))
+    assert read_one(cif(rows=rows)).startswith("CIF too large: up to 75 atom sites × 1 symmetry operations")
+    (tmp_path / "POSCAR").write_text(POSCAR.replace("\n1 1\n", "\n1000000 1\n"))
+    (record,) = read_crystals(tmp_path / "POSCAR")
+    assert record.error == "too many atoms: POSCAR line 7 says 1000001 (limit 100000)"
+
+
+def test_unreadable_table_names_the_line(tmp_path):
+    (tmp_path / "t.csv").write_text('id,cif\na,"x"\nb,"y",extra\n')
+    (record,) = read_crystals(tmp_path / "t.csv")
+    assert record.error.startswith("CSV table line 3 has 3 fields, expected 2 (a quote or comma is off) (detail: ")

@@ -396,6 +396,9 @@ def _load_entries(path: Path, kind: str) -> list[_Raw]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if kind == "ase":
+            size = path.stat().st_size
+            if size > MAX_TEXT_BYTES:
+                raise ParseProblem(f"file too large: {size} bytes (limit {MAX_TEXT_BYTES})")
             frames = _read_ase(path)
             return [_guarded(lambda a=a: _atoms_to_structure(a), "ase") for a in frames]
         text = _read_text(path)
@@ -408,13 +411,15 @@ def _load_entries(path: Path, kind: str) -> list[_Raw]:
         return [_guarded(lambda d=d: _dict_structure(d), "json") for d in items]
 
 
-def _read_text(path: Path, limit: int | None = MAX_TEXT_BYTES) -> str:
-    """The file's text, at most ``limit`` bytes (uncompressed); a larger file raises ParseProblem."""
+def _read_text(path: Path, limit: int | None = -1) -> str:
+    """The file's text, at most ``limit`` bytes uncompressed (-1: :data:`MAX_TEXT_BYTES`, None: no
+    limit); a larger file raises ParseProblem."""
+    limit = MAX_TEXT_BYTES if limit == -1 else limit
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rb") as fh:
         data = fh.read() if limit is None else fh.read(limit + 1)
     if limit is not None and len(data) > limit:
-        raise ParseProblem(f"file too large: more than {limit >> 20} MB of text (limit {limit >> 20} MB)")
+        raise ParseProblem(f"file too large: more than {limit} bytes of text (limit {limit})")
     # errors="replace": author names in CIF headers are often Latin-1.
     return data.decode("utf-8", errors="replace")
 
@@ -607,9 +612,28 @@ def _read_table_file(path: Path, kind: str, opts: _Options) -> Iterator[_Raw]:
     try:
         table = _load_table(path, kind)
     except Exception as exc:
-        yield _Raw(_stem(path), str(path), error=f"{_LABEL[kind]} table read failed: {type(exc).__name__}: {exc}")
+        yield _Raw(_stem(path), str(path), error=_table_error(exc, _LABEL[kind]))
         return
     yield from _table_rows(table, _stem(path), str(path), path.parent, opts)
+
+
+def _table_error(exc: Exception, label: str) -> str:
+    """A table that cannot be read at all, in words (pandas' tokenizer says which line)."""
+    text = str(exc)
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if fields:
+        expected, line, saw = fields.groups()
+        return (f"{label} table line {line} has {saw} fields, expected {expected} (a quote or comma is off) "
+                f"{detail(exc)}")
+    if type(exc).__name__ == "EmptyDataError":
+        return f"{label} table is empty {detail(exc)}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{label} table is not text (bytes that are not UTF-8) {detail(exc)}"
+    if isinstance(exc, FileNotFoundError):
+        return f"file not found: {exc.filename or text}"
+    if text == "no valid JSON object line":
+        return f"{label} table has no valid JSON object line"
+    return f"{label} table could not be read {detail(exc)}"
 
 
 def _load_table(path: Path, kind: str) -> pd.DataFrame:
@@ -619,7 +643,7 @@ def _load_table(path: Path, kind: str) -> pd.DataFrame:
     if kind == "parquet":
         return pd.read_parquet(path)
     rows = []
-    for n, line in enumerate(_read_text(path).splitlines(), start=1):
+    for n, line in enumerate(_read_text(path, limit=None).splitlines(), start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
