@@ -214,3 +214,14 @@ def test_tiling_budget_and_oblique_cells_are_reduced():
     assert CrystalImager.from_structure(reduced).n_points > 0
     with pytest.raises(CrystalValidationError, match="voxel tiling too large"):
         check_tiling_budget(*standard_frame(good.lattice.matrix, good.cart_coords), memory_budget=1000)
+
+
+def test_many_coincident_atoms_are_found_without_a_quadratic_neighbour_list(monkeypatch):
+    import resource
+
+    monkeypatch.setattr(Structure, "get_neighbor_list", lambda *a, **k: pytest.fail("neighbour search ran"))
+    frac = np.tile([[0.1, 0.2, 0.3]], (60_000, 1))  # 3.6e9 pairs for a neighbour list
+    s = Structure(Lattice.cubic(45), ["C"] * len(frac), frac)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert reject(s) == "atoms 0 and 1 are 0.00 Å apart (< 0.6766 Å minimum)"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 300_000  # KiB

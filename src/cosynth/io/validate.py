@@ -147,10 +147,35 @@ def check_bounds(
         raise CrystalValidationError("non-finite Cartesian coordinates (coordinates too large for the cell)")
     _check_extent(cart, max_extent)
     _check_search_budget(matrix, frac, min_distance, memory_budget)
+    if n > _CROWD_CHECK_ATOMS:
+        _check_crowding(matrix, frac, min_distance)
     from cosynth.represent.voxel import standard_frame
 
     cell, positions = standard_frame(matrix, cart)
     check_tiling_budget(cell, positions, memory_budget=memory_budget)
+
+
+#: Above this many atoms, crowded atoms are found on a grid before the neighbour search, whose
+#: output (all pairs closer than the cut-off) would otherwise grow as atoms² (1e5 coincident atoms: 1e10 pairs).
+_CROWD_CHECK_ATOMS = 2000
+
+
+def _check_crowding(matrix: np.ndarray, frac: np.ndarray, min_distance: float) -> None:
+    """Two atoms in one grid cube of diagonal ``min_distance`` are closer than it: report them.
+
+    After this, no cube holds two atoms, so each atom has a bounded number of neighbours within
+    the cut-off and the neighbour list stays O(atoms).
+    """
+    side = min_distance / np.sqrt(3.0)
+    cart = (frac - np.floor(frac)) @ matrix
+    keys = np.floor(cart / side).astype(np.int64)
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    crowded = np.flatnonzero(counts > 1)
+    if crowded.size == 0:
+        return
+    i, j = (int(k) for k in np.flatnonzero(inverse.reshape(-1) == crowded[0])[:2])
+    d = float(np.linalg.norm(cart[i] - cart[j]))
+    raise CrystalValidationError(f"atoms {i} and {j} are {d:.2f} Å apart (< {min_distance:g} Å minimum)")
 
 
 def tiling_cost(cell, positions) -> tuple[int, int]:
