@@ -27,12 +27,16 @@ _LABELS = {"cif": "CIF", "poscar": "POSCAR", "json": "JSON", "ase": "ASE", "file
 
 #: Words that only specific messages use; a message without any of them is "bare".
 VOCABULARY = (
-    "not a number", "truncated", "no atoms", "unknown element", "missing", "has no", "is empty", "cell length",
-    "cell angle", "apart", "span", "disordered", "non-finite", "degenerate", "too many", "too large", "not found",
-    "broken link", "not valid", "not text", "not a whole number", "infinite", "NaN", "line ", "column",
-    "occupanc", "no periodic cell", "unsupported", "no structures", "no data_ block", "expected", "must be",
-    "out of memory", "beyond", "limit", "symmetry operation", "no files match", "holds", "empty", "coordinate",
-    "element symbols", "species", "lattice", "duplicate", "not a structure", "JSON", "folder", "table", "budget",
+    "not a number", "is truncated", "no atoms", "unknown element", "has no ", "is empty", "cell length",
+    "cell angle", "Å apart", "atoms span", "disordered", "non-finite", "degenerate cell", "too many atoms",
+    "too large", "file not found", "broken link", "is not valid", "is not text", "not whole numbers",
+    "not a whole number", "NaN or infinite", "infinite or too large", "a NaN value", "POSCAR line", "table line",
+    "atom site", "occupancies", "no periodic cell", "unsupported", "no structures", "no data_ block", "must be",
+    "out of memory", "beyond the", "symmetry operation", "no files match", "holds no crystal files",
+    "element symbols", "is flat", "incomplete cell", "empty structure cell", "differ:", "should say Direct",
+    "not three numbers", "JSON parse failed", "a row must hold one crystal", "points to a table",
+    "unrecognised structure text", "could not be validated", "do not form a cell", "rows with different numbers",
+    "table is empty", "closer than",
 )
 _BARE_START = re.compile(r"^\s*[\w.]*(Error|Exception|Warning)\b")
 
@@ -340,6 +344,8 @@ def diagnose_poscar(text: str) -> str | None:
     scale = lines[1].split()
     if not scale or any(_number(t) is None for t in scale):
         return f"POSCAR line 2 (scale factor) is not a number ({_clip(lines[1])})"
+    if len(scale) == 3 and any(_number(t) == 0 for t in scale):
+        return f"POSCAR line 2 looks like a lattice vector, not a scale factor ({_clip(lines[1])}); is a line missing?"
     if any(not math.isfinite(_number(t)) or _number(t) == 0 for t in scale):
         return f"POSCAR line 2 (scale factor) is {lines[1].strip()} (must be a finite, non-zero number)"
     for k in range(3):

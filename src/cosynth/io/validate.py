@@ -314,6 +314,5 @@ def _check_extent(coords: np.ndarray, max_extent: float) -> None:
     extent = coords.max(axis=0) - coords.min(axis=0)
     axis = int(np.argmax(extent))
     if extent[axis] > max_extent:
-        raise CrystalValidationError(
-            f"atoms span {extent[axis]:.1f} Å along {'xyz'[axis]} (> {max_extent:g} Å image box)"
-        )
+        span = f"{extent[axis]:.1f}" if extent[axis] < 1e6 else f"{extent[axis]:.3g}"
+        raise CrystalValidationError(f"atoms span {span} Å along {'xyz'[axis]} (> {max_extent:g} Å image box)")
