@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -140,3 +142,16 @@ def test_unreadable_table_names_the_line(tmp_path):
     (tmp_path / "t.csv").write_text('id,cif\na,"x"\nb,"y",extra\n')
     (record,) = read_crystals(tmp_path / "t.csv")
     assert record.error.startswith("CSV table line 3 has 3 fields, expected 2 (a quote or comma is off) (detail: ")
+
+
+def test_ase_read_failures_in_words(tmp_path):
+    good = (Path(__file__).parent / "data" / "good" / "frames.extxyz").read_text()
+    cases = {
+        "cut.extxyz": (good[: len(good) // 2], "has a line with fewer values than its columns"),
+        "head.extxyz": ("abc\n" + good, "does not start with an atom count line (xyz header)"),
+        "empty.extxyz": ("", "the file is empty"),
+    }
+    for name, (text, words) in cases.items():
+        (tmp_path / name).write_text(text)
+        (record,) = read_crystals(tmp_path / name)
+        assert words in record.error and not is_bare(record.error), record.error

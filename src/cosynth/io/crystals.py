@@ -583,6 +583,8 @@ def _explain(exc: Exception, label: str, caught: list | None = None, source_text
     text = str(exc).strip().strip("'\"") or type(exc).__name__
     if isinstance(exc, FileNotFoundError):
         return f"file not found: {exc.filename or text}"
+    if type(exc).__name__ == "UnknownFileTypeError" and text.startswith("Empty file"):
+        return "the file is empty"
     if type(exc).__name__ == "UnknownFileTypeError":
         return f"unsupported file type ({text}); use CIF, POSCAR, pymatgen JSON, extxyz or a table"
     if isinstance(exc, json.JSONDecodeError):

@@ -23,7 +23,7 @@ _CELL_TAGS = (
 )
 _SYMOP_TAGS = ("_symmetry_equiv_pos_as_xyz", "_space_group_symop_operation_xyz", "_space_group_symop.operation_xyz")
 _TOKEN = re.compile(r"""([^'"\s][\S]*)|'(.*?)'(?!\S)|"(.*?)"(?!\S)""")
-_LABELS = {"cif": "CIF", "poscar": "POSCAR", "json": "JSON", "ase": "ASE", "file": "file"}
+_LABELS = {"cif": "CIF", "poscar": "POSCAR", "json": "JSON", "ase": "extxyz/ASE file", "file": "file"}
 
 #: Words that only specific messages use; a message without any of them is "bare".
 VOCABULARY = (
@@ -36,7 +36,7 @@ VOCABULARY = (
     "element symbols", "is flat", "incomplete cell", "empty structure cell", "differ:", "should say Direct",
     "not three numbers", "JSON parse failed", "a row must hold one crystal", "points to a table",
     "unrecognised structure text", "could not be validated", "do not form a cell", "rows with different numbers",
-    "table is empty", "closer than",
+    "table is empty", "closer than", "atom count line", "fewer values than", "file is empty",
 )
 _BARE_START = re.compile(r"^\s*[\w.]*(Error|Exception|Warning)\b")
 
@@ -107,6 +107,10 @@ def _phrase(exc: BaseException, label: str) -> str:
     bad = _BAD_ELEMENT.search(raw)
     if bad:
         return f"unknown element {bad.group(1)!r} ({label})"
+    if "expected xyz header" in low:
+        return f"the {label} does not start with an atom count line (xyz header)"
+    if "could not assign tuple of length" in low:
+        return f"the {label} has a line with fewer values than its columns (the file is truncated or a line is cut)"
     if "could not convert string to float" in low:
         value = raw.split(":", 1)[-1].strip()
         return f"the {label} has a value that is not a number ({_clip(value)})"
