@@ -155,3 +155,16 @@ def test_ase_read_failures_in_words(tmp_path):
         (tmp_path / name).write_text(text)
         (record,) = read_crystals(tmp_path / name)
         assert words in record.error and not is_bare(record.error), record.error
+
+
+def test_json_with_too_many_sites_is_refused_before_building_it(tmp_path, monkeypatch):
+    import json
+
+    from cosynth.io import crystals
+
+    monkeypatch.setattr(crystals, "MAX_ATOMS", 3)
+    site = {"species": [{"element": "Na", "occu": 1}], "abc": [0, 0, 0]}
+    data = {"lattice": {"matrix": [[4, 0, 0], [0, 4, 0], [0, 0, 4]]}, "sites": [site] * 4}
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    (record,) = read_crystals(tmp_path / "s.json")
+    assert record.error == "too many atoms: 4 sites in the JSON (limit 3)"

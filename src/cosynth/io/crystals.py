@@ -556,6 +556,9 @@ def _parse_poscar(text: str) -> Structure:
 def _dict_structure(data: Any) -> Structure:
     if not isinstance(data, dict):
         raise _ParseError(f"JSON parse failed: expected a Structure.as_dict() object, got {type(data).__name__}")
+    sites = data.get("sites")
+    if isinstance(sites, list) and len(sites) > MAX_ATOMS:  # before pymatgen builds a million Site objects
+        raise _ParseError(f"too many atoms: {len(sites)} sites in the JSON (limit {MAX_ATOMS})")
     return to_structure(data)
 
 
