@@ -431,3 +431,19 @@ def test_real_polymorph_cifs(tmp_path):
     assert {r.formula for r in records} == {"SiC", "GaN", "MoS2"}
     assert "GaN_9" in {r.id for r in records}
     assert all(len(r.structure) > 0 for r in records)
+
+
+def test_reading_is_quiet_but_real_errors_stay_rows():
+    import warnings
+
+    s = Structure(Lattice.cubic(4), ["He", "Ar", "Na"], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0.5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cif = s.to(fmt="cif")
+    bad = cif.replace("_cell_length_a", "_cell_length_a 1e30 #")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = read_crystals([s, pd.DataFrame({"cif": [cif, bad]})])
+    assert [str(w.message) for w in caught] == []  # no electronegativity or CIF-parser noise
+    assert [r.status for r in records] == ["ok", "ok", "error"]
+    assert records[2].error == "cell length a = 1e+30 Å is beyond the 1000 Å limit (not a crystal cell)"
