@@ -144,3 +144,5 @@ def test_label_must_be_binary_and_the_message_names_the_values():
         audit(df.assign(label=1), AuditSettings(label="label"), ["noise"])
     r = audit(two, AuditSettings(label="label", positive="icsd"), ["noise"])
     assert r["rows"]["positive"] == 30
+    text = df.assign(label=df["label"].astype(str))  # a CSV label read as text: '1' is the positive 1
+    assert audit(text, AuditSettings(label="label"), ["noise"])["rows"]["positive"] == int((df["label"] == 1).sum())
