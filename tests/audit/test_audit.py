@@ -131,3 +131,19 @@ def test_audit_cli_on_a_composition_only_table(tmp_path):
     assert saved["table"]["load_errors"] == 1
     res = CliRunner().invoke(app, ["audit", str(path), "--label", "nope", "-o", str(tmp_path / "o2")])
     assert res.exit_code == 2 and "no label column 'nope'" in res.output
+
+
+def test_label_must_be_binary_and_the_message_names_the_values():
+    df = planted(60)
+    three = df.assign(label=np.resize(["icsd", "mp", "oqmd"], len(df)))
+    with pytest.raises(ValueError, match=r"must be binary \(two classes\); it holds 3 values: 'icsd', 'mp', 'oqmd'"):
+        audit(three, AuditSettings(label="label"), ["noise"])
+    two = df.assign(label=np.resize(["icsd", "mp"], len(df)))
+    with pytest.raises(ValueError, match=r"holds 'icsd', 'mp' but not the positive value 1"):
+        audit(two, AuditSettings(label="label"), ["noise"])
+    with pytest.raises(ValueError, match=r"single class \(1\)"):
+        audit(df.assign(label=1), AuditSettings(label="label"), ["noise"])
+    r = audit(two, AuditSettings(label="label", positive="icsd"), ["noise"])
+    assert r["rows"]["positive"] == 30
+    text = df.assign(label=df["label"].astype(str))  # a CSV label read as text: '1' is the positive 1
+    assert audit(text, AuditSettings(label="label"), ["noise"])["rows"]["positive"] == int((df["label"] == 1).sum())

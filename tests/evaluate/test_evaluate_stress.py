@@ -180,7 +180,8 @@ def test_cli_evaluate_and_stress(table, model_file, tmp_path):
     assert res.exit_code == 0, res.output
     res = run.invoke(app, ["stress", "cross", f"mine={path}", "-m", str(model_file), "-l", "label", "-E", "2",
                            "-o", str(tmp_path / "cx")])
-    assert res.exit_code == 0, res.output and "mine" in res.output
+    assert res.exit_code == 0, res.output
+    assert "mine" in res.output, res.output
     res = run.invoke(app, ["report", str(tmp_path / "ev"), str(tmp_path / "vs"), str(tmp_path / "cx"),
                            "-o", str(tmp_path / "all.html")])
     assert res.exit_code == 0, res.output

@@ -69,7 +69,7 @@ def test_mixed_batch_gives_one_record_per_crystal_in_order():
     expected = [
         ("NaCl", None),
         ("garbage", "parse"),
-        ("truncated", "parse"),
+        ("truncated", "incomplete cell: the CIF has no _cell_length_c"),
         ("unknown_element", "unknown element 'Xx'"),
         ("disordered", "disordered"),
         ("no_atoms", "no atoms"),
@@ -85,7 +85,7 @@ def test_mixed_batch_gives_one_record_per_crystal_in_order():
         ("two_blocks#1", None),
     ]
     assert [r.id for r in records] == [rid for rid, _ in expected]
-    for record, (rid, keyword) in zip(records, expected):
+    for record, (rid, keyword) in zip(records, expected, strict=True):
         if keyword is None:
             assert record.status == "ok" and record.error is None, record
             assert isinstance(record.structure, Structure) and record.structure.is_ordered
@@ -178,7 +178,45 @@ def test_folder_reads_crystal_files_sorted_non_recursive(tmp_path):
     (tmp_path / ".hidden.cif").write_text("garbage")
     (tmp_path / "sub").mkdir()
     shutil.copy(GOOD / "NaCl.cif", tmp_path / "sub" / "deep.cif")
-    assert summary(read_crystals(tmp_path)) == [("POSCAR", "ok"), ("a", "ok"), ("b", "ok")]
+    assert summary(read_crystals(tmp_path, recursive=False)) == [("POSCAR", "ok"), ("a", "ok"), ("b", "ok")]
+
+
+def test_folder_is_searched_recursively_with_relative_ids(tmp_path):
+    shutil.copy(GOOD / "NaCl.cif", tmp_path / "a.cif")
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / ".git").mkdir()
+    shutil.copy(GOOD / "NaCl.cif", tmp_path / ".git" / "hidden.cif")
+    shutil.copy(GOOD / "NaCl.cif", tmp_path / "sub" / "a.cif")
+    shutil.copy(GOOD / "two_blocks.cif", tmp_path / "sub" / "deeper" / "two_blocks.cif")
+    (tmp_path / "sub" / "labels.csv").write_text("id,label\na,1\n")
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)  # a cycle is walked once
+    records = read_crystals(tmp_path)
+    assert summary(records) == [
+        ("a", "ok"), ("sub/a", "ok"), ("sub/deeper/two_blocks#0", "ok"), ("sub/deeper/two_blocks#1", "ok"),
+    ]
+    assert records[1].source == str(tmp_path / "sub" / "a.cif")
+    (empty := tmp_path / "empty").mkdir()
+    (empty / "sub").mkdir()
+    (record,) = read_crystals(empty)
+    assert record.error == f"folder {empty} or its subfolders holds no crystal files"
+
+
+def test_broken_links_and_missing_paths_become_error_rows(tmp_path):
+    shutil.copy(GOOD / "NaCl.cif", tmp_path / "a.cif")
+    (tmp_path / "b.cif").symlink_to(tmp_path / "gone.cif")
+    (tmp_path / "notes.txt").symlink_to(tmp_path / "gone.txt")  # not a crystal file name: not an input
+    expected = [("a", "ok"), ("b", "error")]
+    message = f"broken link: {tmp_path / 'b.cif'} points to missing {tmp_path / 'gone.cif'}"
+    for source in (tmp_path, str(tmp_path / "*.cif")):
+        records = read_crystals(source)
+        assert summary(records) == expected
+        assert records[1].error == message and records[1].source == str(tmp_path / "b.cif")
+    (direct,) = read_crystals(tmp_path / "b.cif")
+    assert direct.error == message
+    (missing,) = read_crystals(tmp_path / "nope" / "x.cif")
+    assert missing.status == "error" and missing.error == f"file not found: {tmp_path / 'nope' / 'x.cif'}"
+    records = read_crystals([tmp_path / "a.cif", tmp_path / "nope.cif", tmp_path / "a.cif"])
+    assert [r.status for r in records] == ["ok", "error", "ok"]
 
 
 def test_good_corpus_folder():
@@ -214,7 +252,7 @@ def test_csv_table_with_cif_column():
     ]
     assert records[1].formula == "NaN"  # sodium nitride, not a missing value
     assert "disordered" in records[2].error
-    assert "parse" in records[3].error
+    assert "incomplete cell: the CIF has no _cell_length_a" in records[3].error
     assert records[4].error == "empty structure cell in column 'cif'"
     assert records[2].source == f"{TABLES / 'crystals.csv'}:row 2"
 
@@ -412,3 +450,19 @@ def test_cif_text_is_an_input_not_a_path():
     records = read_crystals([text, "data_broken\n_cell_length_a 3\n"])
     assert records[0].ok and records[0].source == "<CIF text #0>"
     assert records[1].status == "error" and "File name too long" not in records[1].error
+
+
+def test_reading_is_quiet_but_real_errors_stay_rows():
+    import warnings
+
+    s = Structure(Lattice.cubic(4), ["He", "Ar", "Na"], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0.5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cif = s.to(fmt="cif")
+    bad = cif.replace("_cell_length_a", "_cell_length_a 1e30 #")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = read_crystals([s, pd.DataFrame({"cif": [cif, bad]})])
+    assert [str(w.message) for w in caught] == []  # no electronegativity or CIF-parser noise
+    assert [r.status for r in records] == ["ok", "ok", "error"]
+    assert records[2].error == "cell length a = 1e+30 Å is beyond the 1000 Å limit (not a crystal cell)"

@@ -156,6 +156,72 @@ def test_checks_run_in_documented_order():
     # disorder and a close pair: disorder first
     s = Structure(Lattice.cubic(4), [{"Fe": 0.5}, "H"], [[0, 0, 0], [0.05, 0, 0]])
     assert "disordered" in reject(s)
-    # a close pair in a too-long cell: distance first
+    # a close pair in a too-long cell: the extent first (cheap checks run before the neighbour search)
     s = Structure(Lattice.orthorhombic(4, 4, 60), ["H", "H", "H"], [[0, 0, 0], [0.05, 0, 0], [0, 0, 0.99]])
-    assert "apart" in reject(s)
+    assert "atoms span" in reject(s)
+
+
+# ----------------------------------------------------------------------------- hostile input: cheap checks first
+
+
+@pytest.mark.parametrize("lattice, words", [
+    (Lattice.cubic(1e30), "cell length a = 1e+30 Å is beyond the 1000 Å limit"),
+    (Lattice.orthorhombic(4, 4, 1e30), "cell length c = 1e+30 Å is beyond the 1000 Å limit"),
+    (Lattice.cubic(1e-30), "degenerate cell (volume 1e-90 Å³)"),
+    (Lattice.orthorhombic(1e-3, 400, 400), "atom 0 and its own periodic image are 0.00 Å apart"),
+    (Lattice([[np.nan, 0, 0], [0, 4, 0], [0, 0, 4]]), "non-finite lattice"),
+])
+def test_absurd_cells_are_rejected_before_any_neighbour_search(lattice, words, monkeypatch):
+    monkeypatch.setattr(Structure, "get_neighbor_list", lambda *a, **k: pytest.fail("neighbour search ran"))
+    assert words in reject(Structure(lattice, ["Na"], [[0, 0, 0]]))
+
+
+def test_non_finite_coordinates_and_too_many_atoms():
+    s = Structure(Lattice.cubic(4), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    s.replace(1, "Cl", [np.inf, 0.5, 0.5])
+    assert reject(s) == "non-finite coordinates at site 1 (NaN or infinite)"
+    many = Structure(Lattice.cubic(40), ["C"] * 11, np.random.default_rng(0).random((11, 3)))
+    assert reject(many, max_atoms=10) == "too many atoms: 11 in the cell (limit 10)"
+
+
+def test_more_atoms_than_the_volume_holds_is_a_close_pair_without_searching(monkeypatch):
+    monkeypatch.setattr(Structure, "get_neighbor_list", lambda *a, **k: pytest.fail("no search needed"))
+    s = Structure(Lattice.cubic(2), ["H"] * 40, np.random.default_rng(1).random((40, 3)))
+    assert reject(s) == ("40 atoms in a 8 Å³ cell (0.2 Å³ per atom): some atoms must be closer than the "
+                         "0.6766 Å minimum distance")
+
+
+def test_tiling_budget_and_oblique_cells_are_reduced():
+    from cosynth.io.validate import check_tiling_budget, tiling_cost
+    from cosynth.represent.voxel import CrystalImager, standard_frame
+
+    good = rocksalt()
+    cell, pos = standard_frame(good.lattice.matrix, good.cart_coords)
+    total, slab = tiling_cost(cell, pos)
+    imager = CrystalImager.from_structure(good)
+    assert imager.n_points <= total < 100 * imager.n_points  # the estimate bounds the tiling, and not loosely
+    assert slab < total
+    # the same 3 × 0.9 × 3 Å lattice in a skewed basis: 1e9 translations as written
+    skewed = Structure(Lattice([[3, 0, 0], [990, 0.9, 0], [0, 0, 3]]), ["Li"], [[0, 0, 0]])
+    cell, pos = standard_frame(skewed.lattice.matrix, skewed.cart_coords)
+    assert tiling_cost(cell, pos)[0] > 1e8
+    with pytest.raises(CrystalValidationError, match="voxel tiling too large"):
+        check_tiling_budget(cell, pos)
+    with pytest.raises(CrystalValidationError, match="voxel tiling too large"):
+        CrystalImager.from_structure(skewed)  # the imager guards itself, validated or not
+    reduced = validate_structure(skewed)
+    assert sorted(np.round(reduced.lattice.abc, 6)) == [0.9, 3.0, 3.0]
+    assert CrystalImager.from_structure(reduced).n_points > 0
+    with pytest.raises(CrystalValidationError, match="voxel tiling too large"):
+        check_tiling_budget(*standard_frame(good.lattice.matrix, good.cart_coords), memory_budget=1000)
+
+
+def test_many_coincident_atoms_are_found_without_a_quadratic_neighbour_list(monkeypatch):
+    import resource
+
+    monkeypatch.setattr(Structure, "get_neighbor_list", lambda *a, **k: pytest.fail("neighbour search ran"))
+    frac = np.tile([[0.1, 0.2, 0.3]], (60_000, 1))  # 3.6e9 pairs for a neighbour list
+    s = Structure(Lattice.cubic(45), ["C"] * len(frac), frac)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert reject(s) == "atoms 0 and 1 are 0.00 Å apart (< 0.6766 Å minimum)"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 300_000  # KiB

@@ -116,6 +116,32 @@ def _verdict(classes: dict, shortcut: dict) -> tuple[str, list[str]]:
     return ("warn" if reasons else "ok"), reasons
 
 
+def _check_binary_label(values: pd.Series, label: str, positive: object) -> object:
+    """The audit compares two classes: the label must hold exactly two values, one of them ``positive``.
+
+    Returns the label's value that is ``positive`` (the string '1' of a text column matches 1)."""
+    found = list(pd.unique(values))
+    shown = ", ".join(repr(_plain(v)) for v in sorted(found, key=str)[:10]) + (", ..." if len(found) > 10 else "")
+    if len(found) > 2:
+        raise ValueError(f"label column {label!r} must be binary (two classes); it holds {len(found)} "
+                         f"values: {shown}")
+    if len(found) < 2:
+        raise ValueError(f"label column {label!r} has a single class ({shown or 'no labelled rows'}); "
+                         "the audit compares two")
+    if any(v == positive for v in found):
+        return positive
+    same_text = [v for v in found if str(_plain(v)).strip() == str(positive)]
+    if same_text:
+        return same_text[0]
+    raise ValueError(f"label column {label!r} holds {shown} but not the positive value {positive!r}; "
+                     "choose which of the two values is positive")
+
+
+def _plain(value: object) -> object:
+    """numpy scalars as Python values, so messages read 1 and 'a', not np.int64(1)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def audit(frame: pd.DataFrame, settings: AuditSettings, descriptors: list[str]) -> dict:
     """All numbers of the audit of ``frame`` (descriptors are columns of it), JSON-ready."""
     if settings.label not in frame.columns:
@@ -125,9 +151,8 @@ def audit(frame: pd.DataFrame, settings: AuditSettings, descriptors: list[str]) 
         raise ValueError(f"descriptors not in the table: {', '.join(missing)}")
     labelled = frame[frame[settings.label].notna()].reset_index(drop=True)
     dropped = len(frame) - len(labelled)
-    y = (labelled[settings.label] == settings.positive).to_numpy()
-    if y.all() or not y.any():
-        raise ValueError(f"label column {settings.label!r} has a single class; the audit compares two")
+    positive = _check_binary_label(labelled[settings.label], settings.label, settings.positive)
+    y = (labelled[settings.label] == positive).to_numpy()
     groups = labelled[settings.group].astype(str).to_numpy() if settings.group else None
     sources = None
     if settings.source:

@@ -26,7 +26,8 @@ from ase import Atoms
 from pymatgen.core import IStructure, Structure
 from pymatgen.core.structure import IMolecule
 
-from cosynth.io.validate import CrystalValidationError, validate_structure
+from cosynth.io.errors import ParseProblem, describe_error, detail, diagnose_cif
+from cosynth.io.validate import MAX_ATOMS, CrystalValidationError, validate_structure
 
 __all__ = ["CrystalRecord", "iter_crystals", "read_crystals", "to_structure"]
 
@@ -41,6 +42,9 @@ RESOLVE_MODES = ("error", "majority")
 _ASE_FOLDER_EXTS = {".extxyz", ".xyz", ".traj", ".xsf", ".cell", ".res", ".gen", ".pdb", ".cfg"}
 _TABLE_KINDS = {"csv", "parquet", "jsonl"}
 _MAX_MESSAGE = 400
+#: Bytes (uncompressed) of one structure file or table cell; a larger one is an error row, not a
+#: memory spike (a 10 MB .gz can hold gigabytes).
+MAX_TEXT_BYTES = 64 << 20
 
 
 @dataclass
@@ -90,6 +94,7 @@ def iter_crystals(
     formula_column: str | None = None,
     resolve_disorder: str = "error",
     validate: bool = True,
+    recursive: bool = True,
 ) -> Iterator[CrystalRecord]:
     """Yield one record per crystal, lazily and in input order.
 
@@ -100,7 +105,9 @@ def iter_crystals(
 
     A table row with a formula and no structure becomes a record with status
     ``formula_only`` (composition models can use it); a table's other columns travel in
-    ``record.extra``.
+    ``record.extra``. Folders are searched with their subfolders; files in subfolders get
+    their relative path as id (``sub/NaCl``). Every input gets a row: a path that does not
+    exist, a broken symbolic link and an unreadable file become error records.
 
     Args:
         inputs: the items above, one or many.
@@ -109,13 +116,14 @@ def iter_crystals(
         resolve_disorder: ``error`` rejects partially occupied sites, ``majority`` keeps the
             majority species.
         validate: run :func:`cosynth.io.validate.validate_structure` on each structure.
+        recursive: search folders' subfolders too (False: the top level only).
 
     Returns:
         An iterator of :class:`CrystalRecord`, one per crystal, in input order.
     """
     if resolve_disorder not in RESOLVE_MODES:
         raise ValueError(f"resolve_disorder must be one of {RESOLVE_MODES}, got {resolve_disorder!r}")
-    opts = _Options(id_column, structure_column, formula_column)
+    opts = _Options(id_column, structure_column, formula_column, recursive)
     return _iter(inputs, opts, resolve_disorder, validate)
 
 
@@ -156,6 +164,7 @@ class _Options:
     id_column: str | None
     structure_column: str | None
     formula_column: str | None = None
+    recursive: bool = True
 
 
 def _iter(inputs: Any, opts: _Options, resolve_disorder: str, validate: bool) -> Iterator[CrystalRecord]:
@@ -177,6 +186,14 @@ def _as_items(inputs: Any) -> Iterable[Any]:
 
 def _finish(raw: _Raw, used: set[str], resolve_disorder: str, validate: bool) -> CrystalRecord:
     """Validate a parsed crystal and give it an id no earlier record has."""
+    with warnings.catch_warnings():
+        # pymatgen's warnings here (electronegativity of noble gases while sorting a formula,
+        # numerical ones on odd cells) say nothing about the crystal the user could act on
+        warnings.simplefilter("ignore")
+        return _finish_quietly(raw, used, resolve_disorder, validate)
+
+
+def _finish_quietly(raw: _Raw, used: set[str], resolve_disorder: str, validate: bool) -> CrystalRecord:
     rid = _unique_id(raw.id, used)
     if raw.formula_only:
         return CrystalRecord(rid, None, FORMULA_ONLY, _clip(raw.error or "no structure"), raw.source, raw.formula,
@@ -191,8 +208,11 @@ def _finish(raw: _Raw, used: set[str], resolve_disorder: str, validate: bool) ->
             structure = validate_structure(structure, resolve_disorder=resolve_disorder)
         except CrystalValidationError as exc:
             return CrystalRecord(rid, None, "error", _clip(str(exc)), raw.source, formula, raw.extra)
+        except MemoryError as exc:
+            message = f"out of memory while validating this crystal {detail(exc)}"
+            return CrystalRecord(rid, None, "error", _clip(message), raw.source, formula, raw.extra)
         except Exception as exc:  # a pymatgen failure on odd data is still a data error
-            message = f"validation failed: {type(exc).__name__}: {exc}"
+            message = f"the crystal could not be validated (its numbers break the distance check) {detail(exc)}"
             return CrystalRecord(rid, None, "error", _clip(message), raw.source, formula, raw.extra)
         formula = _formula(structure)
     return CrystalRecord(rid, structure, "ok", None, raw.source, formula, raw.extra)
@@ -267,7 +287,9 @@ def _object_id(obj: Any) -> str | None:
 
 def _expand_path(text: str, opts: _Options) -> Iterator[_Raw]:
     path = Path(text)
-    if path.is_dir():
+    if _is_broken_link(path):
+        yield _broken_link(path)
+    elif path.is_dir():
         yield from _expand_folder(path, opts)
     elif path.exists():
         yield from _read_file(path, opts)
@@ -283,11 +305,61 @@ def _expand_path(text: str, opts: _Options) -> Iterator[_Raw]:
 
 
 def _expand_folder(folder: Path, opts: _Options) -> Iterator[_Raw]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and _is_crystal_file(p))
+    files = _folder_files(folder, opts.recursive)
     if not files:
-        yield _Raw(folder.name or str(folder), str(folder), error=f"folder {folder} holds no crystal files")
-    for path in files:
-        yield from _read_file(path, opts)
+        where = " or its subfolders" if opts.recursive else ""
+        yield _Raw(folder.name or str(folder), str(folder), error=f"folder {folder}{where} holds no crystal files")
+    for rel, path in files:
+        for raw in _read_file(path, opts):
+            if len(rel.parts) > 1:  # sub/NaCl, sub/two_blocks#1: ids stay unique and say where the file is
+                raw.id = rel.parent.as_posix() + "/" + raw.id
+            yield raw
+
+
+def _folder_files(folder: Path, recursive: bool) -> list[tuple[Path, Path]]:
+    """(path relative to ``folder``, path) of the crystal files, sorted; hidden entries skipped.
+
+    Symbolic links to folders are followed once (a link cycle is not walked twice); broken
+    links with a crystal file name are kept so that they become error records.
+    """
+    found: list[tuple[Path, Path]] = []
+    seen: set[str] = set()
+
+    def walk(current: Path) -> None:
+        try:
+            real = os.path.realpath(current)
+            if real in seen:
+                return
+            seen.add(real)
+            entries = sorted(current.iterdir(), key=lambda p: p.name)
+        except OSError:
+            return
+        for p in entries:
+            if p.name.startswith("."):
+                continue
+            if _is_broken_link(p):
+                if _is_crystal_file(p):
+                    found.append((p.relative_to(folder), p))
+            elif p.is_dir():
+                if recursive:
+                    walk(p)
+            elif p.is_file() and _is_crystal_file(p):
+                found.append((p.relative_to(folder), p))
+
+    walk(folder)
+    return sorted(found, key=lambda item: item[0].as_posix())
+
+
+def _is_broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
+def _broken_link(path: Path) -> _Raw:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return _Raw(_stem(path), str(path), error=f"broken link: {path} points to missing {target}")
 
 
 def _is_crystal_file(path: Path) -> bool:
@@ -333,6 +405,9 @@ def _kind(path: Path) -> str:
 
 
 def _read_file(path: Path, opts: _Options) -> Iterator[_Raw]:
+    if _is_broken_link(path):
+        yield _broken_link(path)
+        return
     kind = _kind(path)
     if kind in _TABLE_KINDS:
         yield from _read_table_file(path, kind, opts)
@@ -374,24 +449,32 @@ def _load_entries(path: Path, kind: str) -> list[_Raw]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if kind == "ase":
+            size = path.stat().st_size
+            if size > MAX_TEXT_BYTES:
+                raise ParseProblem(f"file too large: {size} bytes (limit {MAX_TEXT_BYTES})")
             frames = _read_ase(path)
             return [_guarded(lambda a=a: _atoms_to_structure(a), "ase") for a in frames]
         text = _read_text(path)
         if kind == "cif":
             return _cif_entries(text)
         if kind == "poscar":
-            return [_guarded(lambda: _parse_poscar(text), "poscar")]
+            return [_guarded(lambda: _parse_poscar(text), "poscar", text)]
         data = json.loads(text)
         items = data if isinstance(data, list) else [data]
         return [_guarded(lambda d=d: _dict_structure(d), "json") for d in items]
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, limit: int | None = -1) -> str:
+    """The file's text, at most ``limit`` bytes uncompressed (-1: :data:`MAX_TEXT_BYTES`, None: no
+    limit); a larger file raises ParseProblem."""
+    limit = MAX_TEXT_BYTES if limit == -1 else limit
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        data = fh.read() if limit is None else fh.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise ParseProblem(f"file too large: more than {limit} bytes of text (limit {limit})")
     # errors="replace": author names in CIF headers are often Latin-1.
-    if path.name.lower().endswith(".gz"):
-        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    return path.read_text(encoding="utf-8", errors="replace")
+    return data.decode("utf-8", errors="replace")
 
 
 def _read_ase(path: Path) -> list[Atoms]:
@@ -401,14 +484,16 @@ def _read_ase(path: Path) -> list[Atoms]:
     return list(frames) if isinstance(frames, list) else [frames]
 
 
-def _guarded(make: Any, label: str) -> _Raw:
+def _guarded(make: Any, label: str, text: str | None = None) -> _Raw:
     """Run a parser for one crystal; an exception becomes an error record (id set later)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             structure = make()
         except Exception as exc:
-            return _Raw("", "", error=_explain(exc, label, caught))
+            return _Raw("", "", error=_explain(exc, label, caught, text))
+    if len(structure) > MAX_ATOMS:
+        return _Raw("", "", error=f"too many atoms: {len(structure)} in the cell (limit {MAX_ATOMS})")
     return _Raw("", "", structure=structure)
 
 
@@ -442,27 +527,65 @@ def _cif_entries(text: str) -> list[_Raw]:
     return [_cif_block(block) for block in blocks]
 
 
+#: Atom sites × symmetry operations pymatgen may expand for one CIF block. Its duplicate search is
+#: quadratic (4,000 sites: 8 s, 20,000: 130 s); crystals that fit the 50 Å image have < 15,000 atoms.
+_MAX_CIF_EXPANSION = 30_000
+_SYMOP_LINE = re.compile(r"^\s*(?:\d+\s+)?['\"]?[-+xyz0-9/. ]*,[-+xyz0-9/. ]*,[-+xyz0-9/. ]*['\"]?\s*$", re.I | re.M)
+
+
+def _cif_size_problem(block: str) -> str | None:
+    """A CIF block too big for pymatgen's symmetry expansion, estimated from its lines alone."""
+    lines = block.count("\n") + 1
+    ops = max(1, len(_SYMOP_LINE.findall(block)))
+    if lines * ops > _MAX_CIF_EXPANSION:
+        return (f"CIF too large: up to {lines} atom sites × {ops} symmetry operations "
+                f"(limit {_MAX_CIF_EXPANSION} sites after symmetry)")
+    return None
+
+
+def _cell_value_ok(key: str, value: Any) -> bool:
+    try:
+        number = float(re.sub(r"\(\d*\)$", "", str(value[0] if isinstance(value, list) else value).strip()))
+    except (ValueError, IndexError):
+        return False
+    if key.startswith("_cell_length"):
+        return 0 < number < math.inf
+    return 0 < number < 180
+
+
 def _cif_block(block: str) -> _Raw:
     """Parse one CIF data block, turning pymatgen's warnings into a specific message."""
     from pymatgen.io.cif import CifParser
 
+    too_big = _cif_size_problem(block)
+    if too_big:
+        return _Raw("", "", error=too_big)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             # frac_tolerance=0: keep coordinates as written (pymatgen would otherwise snap
             # e.g. 0.6667 to 2/3, moving atoms by ~1e-4 Å and changing voxel images)
             parser = CifParser.from_str(block, frac_tolerance=0.0)
-            keys = {key.lower() for values in parser.as_dict().values() for key in values}
+            data = {key.lower(): value for values in parser.as_dict().values() for key, value in values.items()}
+            keys = set(data)
             missing = [key for key in _CELL_KEYS if key not in keys]
             if missing:
-                return _Raw("", "", error=f"CIF parse failed: incomplete cell, missing {', '.join(missing)}")
+                return _Raw("", "", error=f"incomplete cell: the CIF has no {', '.join(missing)}")
+            if not all(_cell_value_ok(key, data[key]) for key in _CELL_KEYS):
+                # pymatgen accepts a negative length or a 200° angle; the file is damaged
+                found = diagnose_cif(block)
+                if found:
+                    return _Raw("", "", error=found)
             if not any(key in keys for key in ("_atom_site_fract_x", "_atom_site_cartn_x")):
                 return _Raw("", "", error="no atoms (CIF block has no atom sites)")
             structures = parser.parse_structures(primitive=False, on_error="raise")
         except Exception as exc:
-            return _Raw("", "", error=_explain(exc, "cif", caught))
+            return _Raw("", "", error=_explain(exc, "cif", caught, block))
     if len(structures) != 1:
-        return _Raw("", "", error=f"CIF parse failed: block gave {len(structures)} structures")
+        found = diagnose_cif(block)
+        return _Raw("", "", error=found or f"CIF parse failed: block gave {len(structures)} structures")
+    if len(structures[0]) > MAX_ATOMS:
+        return _Raw("", "", error=f"too many atoms: {len(structures[0])} in the cell (limit {MAX_ATOMS})")
     return _Raw("", "", structure=structures[0])
 
 
@@ -473,12 +596,22 @@ def _parse_poscar(text: str) -> Structure:
     # Without a species line (VASP 4) pymatgen silently makes every atom hydrogen.
     if len(lines) > 5 and lines[5] and all(tok.isdigit() for tok in lines[5]):
         raise _ParseError("POSCAR parse failed: no element symbols line (VASP 4 format); add the species line")
+    # pymatgen reads as many coordinate lines as the counts line says: a count of 1e9 must not allocate
+    if len(lines) > 6 and all(tok.isdigit() for tok in lines[6]) and lines[6]:
+        n_atoms = sum(int(tok) for tok in lines[6])
+        if n_atoms > MAX_ATOMS:
+            raise _ParseError(f"too many atoms: POSCAR line 7 says {n_atoms} (limit {MAX_ATOMS})")
+        if n_atoms > len(lines):
+            raise _ParseError(f"the POSCAR is truncated: {len(lines)} lines for {n_atoms} atoms")
     return Poscar.from_str(text, read_velocities=False).structure
 
 
 def _dict_structure(data: Any) -> Structure:
     if not isinstance(data, dict):
         raise _ParseError(f"JSON parse failed: expected a Structure.as_dict() object, got {type(data).__name__}")
+    sites = data.get("sites")
+    if isinstance(sites, list) and len(sites) > MAX_ATOMS:  # before pymatgen builds a million Site objects
+        raise _ParseError(f"too many atoms: {len(sites)} sites in the JSON (limit {MAX_ATOMS})")
     return to_structure(data)
 
 
@@ -492,21 +625,22 @@ def _atoms_to_structure(atoms: Atoms) -> Structure:
     return AseAtomsAdaptor.get_structure(atoms)
 
 
-class _ParseError(ValueError):
-    """A parse failure whose message is already final."""
+_ParseError = ParseProblem  # a parse failure whose message is already final
 
 
 _BAD_ELEMENT = re.compile(r"'([^']*)' is not a valid Element")
 
 
-def _explain(exc: Exception, label: str, caught: list | None = None) -> str:
-    """A message that says which problem it is, with pymatgen's warnings when useful."""
+def _explain(exc: Exception, label: str, caught: list | None = None, source_text: str | None = None) -> str:
+    """A message that says which problem it is (:func:`describe_error`), pymatgen's warnings in the detail."""
     if isinstance(exc, _ParseError):
         return str(exc)
     label = _LABEL.get(label, label)
     text = str(exc).strip().strip("'\"") or type(exc).__name__
     if isinstance(exc, FileNotFoundError):
         return f"file not found: {exc.filename or text}"
+    if type(exc).__name__ == "UnknownFileTypeError" and text.startswith("Empty file"):
+        return "the file is empty"
     if type(exc).__name__ == "UnknownFileTypeError":
         return f"unsupported file type ({text}); use CIF, POSCAR, pymatgen JSON, extxyz or a table"
     if isinstance(exc, json.JSONDecodeError):
@@ -520,11 +654,12 @@ def _explain(exc: Exception, label: str, caught: list | None = None) -> str:
         return f"unknown element {text!r} (ASE parse)"
     if "at least 1 site" in text:
         return "no atoms"
-    message = f"{label} parse failed: {type(exc).__name__}: {text}"
+    kind = next((k for k, v in _LABEL.items() if v == label), label)
+    message = describe_error(exc, kind, text=source_text)
     notes = [str(w.message).strip() for w in (caught or []) if str(w.message).strip()]
     notes = [n for n in dict.fromkeys(notes) if "default value of primitive" not in n]
-    if notes:
-        message += " [warnings: " + " | ".join(n.replace("\n", " ") for n in notes) + "]"
+    if notes and message.endswith(")"):
+        message = message[:-1] + "; warnings: " + " | ".join(n.replace("\n", " ") for n in notes) + ")"
     return message
 
 
@@ -535,9 +670,28 @@ def _read_table_file(path: Path, kind: str, opts: _Options) -> Iterator[_Raw]:
     try:
         table = _load_table(path, kind)
     except Exception as exc:
-        yield _Raw(_stem(path), str(path), error=f"{_LABEL[kind]} table read failed: {type(exc).__name__}: {exc}")
+        yield _Raw(_stem(path), str(path), error=_table_error(exc, _LABEL[kind]))
         return
     yield from _table_rows(table, _stem(path), str(path), path.parent, opts)
+
+
+def _table_error(exc: Exception, label: str) -> str:
+    """A table that cannot be read at all, in words (pandas' tokenizer says which line)."""
+    text = str(exc)
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if fields:
+        expected, line, saw = fields.groups()
+        return (f"{label} table line {line} has {saw} fields, expected {expected} (a quote or comma is off) "
+                f"{detail(exc)}")
+    if type(exc).__name__ == "EmptyDataError":
+        return f"{label} table is empty {detail(exc)}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{label} table is not text (bytes that are not UTF-8) {detail(exc)}"
+    if isinstance(exc, FileNotFoundError):
+        return f"file not found: {exc.filename or text}"
+    if text == "no valid JSON object line":
+        return f"{label} table has no valid JSON object line"
+    return f"{label} table could not be read {detail(exc)}"
 
 
 def _load_table(path: Path, kind: str) -> pd.DataFrame:
@@ -547,7 +701,7 @@ def _load_table(path: Path, kind: str) -> pd.DataFrame:
     if kind == "parquet":
         return pd.read_parquet(path)
     rows = []
-    for n, line in enumerate(_read_text(path).splitlines(), start=1):
+    for n, line in enumerate(_read_text(path, limit=None).splitlines(), start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
@@ -585,7 +739,7 @@ def _table_rows(table: pd.DataFrame, stem: str, source: str, base: Path, opts: _
     errors = table["__error__"].tolist() if "__error__" in table.columns else [None] * n
     kept = [c for c in columns if c not in (scol, icol, fcol)]
     extras = table[kept].to_dict("records") if kept else [{} for _ in range(n)]
-    for i, (cell, rid, err, formula, extra) in enumerate(zip(cells, ids, errors, formulas, extras)):
+    for i, (cell, rid, err, formula, extra) in enumerate(zip(cells, ids, errors, formulas, extras, strict=True)):
         row_id = _cell_text(rid) or f"{stem}:{i}"
         row_source = f"{source}:row {i}"
         if isinstance(err, str):
@@ -641,7 +795,8 @@ def _parse_cell(cell: Any, column: str, base: Path) -> _Raw:
         except Exception as exc:
             return _Raw("", "", error=_explain(exc, "cif" if "data_" in text else "file", caught))
     if len(entries) != 1:
-        return _Raw("", "", error=f"cell in column {column!r} holds {len(entries)} structures; a row must hold one crystal")
+        return _Raw("", "", error=f"cell in column {column!r} holds {len(entries)} structures; "
+                    "a row must hold one crystal")
     return entries[0]
 
 

@@ -217,7 +217,10 @@ class CrystalImager:
 
     @classmethod
     def from_structure(cls, structure) -> "CrystalImager":
+        from cosynth.io.validate import check_tiling_budget  # io imports this module
+
         cell, pos = standard_frame(structure.lattice.matrix, structure.cart_coords)
+        check_tiling_budget(cell, pos)  # a too small or oblique cell raises instead of tiling for hours
         return cls(cell, pos, [site.specie.Z for site in structure])
 
     @property
