@@ -66,7 +66,7 @@ def test_predict_bad_file_is_a_row_and_stdout_is_csv(imported_model, gan_cifs, t
     res = runner.invoke(app, ["predict", str(gan_cifs[0]), str(bad), "--model", str(imported_model), "-E", "2"])
     assert res.exit_code == 0, res.output
     lines = [ln for ln in res.stdout.splitlines() if ln.count(",") >= 8]
-    assert lines[0].startswith("id,formula,likelihood,std,n_rotations,consistent,label,status,error")
+    assert lines[0].startswith("id,formula,modality,likelihood,std,n_rotations,consistent,label,status,error,source")
     assert lines[1].startswith("GaN_12,GaN,") and ",ok," in lines[1]
     assert lines[2].startswith("broken,") and ",error," in lines[2]
 

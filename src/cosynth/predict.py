@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cosynth.io import CrystalRecord, iter_crystals
+from cosynth.io import CrystalRecord, CrystalValidationError, describe_error, iter_crystals
+from cosynth.io.crystals import count_inputs
 from cosynth.io.files import read_table, write_table
 from cosynth.models.registry import DEFAULT_MODEL, LoadedModel, load_model
 from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
@@ -49,7 +50,12 @@ class Prediction:
 
     crystals: pd.DataFrame
     rotations: pd.DataFrame | None = None
-    meta: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # model, settings; ``partial`` True when interrupted
+
+    @property
+    def partial(self) -> bool:
+        """The run was interrupted (Ctrl-C, SIGTERM): ``crystals`` holds the rows finished before it."""
+        return bool(self.meta.get("partial"))
 
 
 def read_rotations(path) -> np.ndarray:
@@ -74,8 +80,10 @@ def _images_for(record: CrystalRecord, angles: np.ndarray | None, ensemble: int,
         if angles is None:
             angles = sample_rotations(sampler, ensemble, crystal_rng(seed, record.id))
         images = [imager.image(a, sampler) for a in angles]
+    except CrystalValidationError as err:
+        return record.id, None, None, str(err)
     except Exception as err:  # noqa: BLE001 - any failure is this crystal's, not the batch's
-        return record.id, None, None, f"{type(err).__name__}: {err}"
+        return record.id, None, None, describe_error(err, "structure")
     return record.id, angles, images, None
 
 
@@ -156,7 +164,7 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
             rotations=None, threshold: float = 0.5, per_rotation: bool = False, workers: int = 1,
             batch_size: int = 32, progress: bool = False, resolve_disorder: str = "error",
             id_column: str | None = None, structure_column: str | None = None, formula_column: str | None = None,
-            formulas: Iterable[str] | None = None) -> Prediction:
+            formulas: Iterable[str] | None = None, skip_ids: Iterable[str] | None = None) -> Prediction:
     """Predictions of ``model`` for every crystal or formula in ``inputs``.
 
     Args:
@@ -170,25 +178,32 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
         threshold: likelihood at or above which ``label`` is 1 (classification models).
         workers, batch_size: image-building processes and look-ahead (no effect on results).
         formulas: formulas to predict besides ``inputs`` (composition models), e.g. ``["SiO2"]``.
+        skip_ids: crystal ids already predicted (a resumed run): they get no row.
 
     Returns:
-        A :class:`Prediction` whose ``crystals`` table has one row per input, in input order.
+        A :class:`Prediction` whose ``crystals`` table has one row per input, in input order. On
+        Ctrl-C or SIGTERM it returns the rows finished so far with ``partial`` set.
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], not {threshold}")
     if workers < 1 or batch_size < 1:
         raise ValueError("workers and batch_size must be at least 1")
     loaded = load_model(model)
+    total = count_inputs(inputs) if progress and inputs is not None else None
     if formulas is not None:
         extra = pd.DataFrame({"id": list(formulas), "formula": list(formulas)})
         inputs = [*_items(inputs), extra] if inputs is not None else [extra]
     records = iter_crystals(inputs, resolve_disorder=resolve_disorder, id_column=id_column,
                             structure_column=structure_column, formula_column=formula_column)
+    if skip_ids is not None:
+        done = set(skip_ids)
+        records = (r for r in records if r.id not in done)
+        total = None if total is None else max(total - len(done), 0)
     if loaded.family == "voxel_cnn":
         return _predict_voxel(records, loaded, ensemble=ensemble, seed=seed, sampler=sampler, rotations=rotations,
                               threshold=threshold, per_rotation=per_rotation, workers=workers,
-                              batch_size=batch_size, progress=progress)
-    return _predict_graph(records, loaded, threshold=threshold, progress=progress)
+                              batch_size=batch_size, progress=progress, total=total)
+    return _predict_graph(records, loaded, threshold=threshold, progress=progress, total=total)
 
 
 def _items(inputs) -> list:
@@ -197,12 +212,12 @@ def _items(inputs) -> list:
     return list(inputs)
 
 
-def _progress(stream, progress: bool):
+def _progress(stream, progress: bool, total: int | None = None):
     if not progress:
         return stream
     from tqdm import tqdm
 
-    return tqdm(stream, desc="predict", unit="crystal", file=sys.stderr)
+    return tqdm(stream, desc="predict", unit="crystal", total=total, file=sys.stderr)
 
 
 def _with_inputs(row: dict, record: CrystalRecord) -> dict:
@@ -224,7 +239,7 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
 
 
 def _predict_voxel(records, loaded: LoadedModel, *, ensemble, seed, sampler, rotations, threshold, per_rotation,
-                   workers, batch_size, progress) -> Prediction:
+                   workers, batch_size, progress, total=None) -> Prediction:
     net, meta = loaded.network, loaded.meta
     sampler = sampler or loaded.sampler or "haar"
     if rotations is not None and not isinstance(rotations, np.ndarray):
@@ -255,19 +270,22 @@ def _predict_voxel(records, loaded: LoadedModel, *, ensemble, seed, sampler, rot
     stream = iter_predictions(tracked(), net, ensemble=ensemble, seed=seed, sampler=sampler, rotations=rotations,
                               threshold=threshold, workers=workers, batch_size=batch_size)
     try:
-        for row, per_rot in _progress(stream, progress):
+        for row, per_rot in _progress(stream, progress, total):
             row = _with_inputs(row, seen.pop(row["id"]))
             row.update(domain_scores.pop(row["id"], {}))
             rows.append(row)
             if per_rotation:
                 rot_rows.extend(per_rot)
     except KeyboardInterrupt:
-        print(f"interrupted: keeping the {len(rows)} crystals already predicted", file=sys.stderr)
+        partial = True
+    else:
+        partial = False
     columns = COLUMNS + (["ad_descriptor", "ad_latent"] if scorer is not None else [])
     rot_df = pd.DataFrame(rot_rows, columns=ROTATION_COLUMNS) if per_rotation else None
     info = {"model": loaded.path, "family": loaded.family, "sampler": sampler,
             "ensemble": None if rotations is not None else ensemble,
-            "explicit_rotations": None if rotations is None else len(rotations), "seed": seed, "threshold": threshold}
+            "explicit_rotations": None if rotations is None else len(rotations), "seed": seed, "threshold": threshold,
+            "partial": partial}
     return Prediction(crystals=_frame(rows, columns), rotations=rot_df, meta=info)
 
 
@@ -277,12 +295,13 @@ def _graph_columns(loaded: LoadedModel) -> list[str]:
     return ["id", "formula", "modality", *value, *weight, "status", "error", "source"]
 
 
-def _predict_graph(records, loaded: LoadedModel, *, threshold: float, progress: bool) -> Prediction:
+def _predict_graph(records, loaded: LoadedModel, *, threshold: float, progress: bool,
+                   total: int | None = None) -> Prediction:
     """Roost, de-CGCNN and COSNet: featurise a chunk of records, one forward pass, one row each."""
     rows: list[dict] = []
     chunk: list[CrystalRecord] = []
     try:
-        for record in _progress(records, progress):
+        for record in _progress(records, progress, total):
             chunk.append(record)
             if len(chunk) >= GRAPH_CHUNK:
                 rows.extend(_graph_chunk(chunk, loaded, threshold))
@@ -290,8 +309,11 @@ def _predict_graph(records, loaded: LoadedModel, *, threshold: float, progress: 
         if chunk:
             rows.extend(_graph_chunk(chunk, loaded, threshold))
     except KeyboardInterrupt:
-        print(f"interrupted: keeping the {len(rows)} crystals already predicted", file=sys.stderr)
-    info = {"model": loaded.path, "family": loaded.family, "task": loaded.task, "threshold": threshold}
+        partial = True
+    else:
+        partial = False
+    info = {"model": loaded.path, "family": loaded.family, "task": loaded.task, "threshold": threshold,
+            "partial": partial}
     return Prediction(crystals=_frame(rows, _graph_columns(loaded)), meta=info)
 
 

@@ -26,6 +26,3 @@ for _name in MODULES:
 def main() -> None:  # pragma: no cover
     app()
 
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -31,9 +33,17 @@ def predict(
     formula_column: Optional[str] = typer.Option(None, help="Formula column of input tables."),
     majority: bool = typer.Option(False, "--resolve-disorder-majority", help="Keep the majority species of disordered sites instead of rejecting the crystal."),
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Output table: .csv, .parquet or .json (JSON lines)."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --output and predict only the rest."),
 ) -> None:
-    """Predictions per crystal or formula with any cosynth model; the `modality` column says what each row used."""
-    from cosynth.io.files import write_table
+    """Predictions per crystal or formula with any cosynth model; the `modality` column says what each row used.
+
+    Ctrl-C or SIGTERM writes the rows finished so far (atomically, marked partial in OUT.meta.json)
+    and exits with status 130; `--resume` then continues. The exit status is 1 when no row could be
+    predicted or an input path does not exist.
+    """
+    import pandas as pd
+
+    from cosynth.io.files import atomic_write_json, read_table, write_table
     from cosynth.predict import predict as run_predict
 
     if sampler not in (None, *SAMPLERS):
@@ -47,20 +57,64 @@ def predict(
     formulas = [f.strip() for f in formula.split(",") if f.strip()] if formula else None
     if not inputs and not formulas:
         fail("give INPUT files/folders/tables or --formula")
-    try:
-        result = run_predict(inputs or None, model, ensemble=ensemble, seed=seed, sampler=sampler, rotations=rotations,
-                             threshold=threshold, per_rotation=per_rotation is not None, workers=workers,
-                             batch_size=batch_size, progress=True, id_column=id_column,
-                             structure_column=structure_column, formula_column=formula_column, formulas=formulas,
-                             resolve_disorder="majority" if majority else "error")
-    except (FileNotFoundError, ValueError) as err:
-        fail(str(err))
-    show(result.crystals, out)
+    if resume and out is None:
+        fail("--resume needs --output (the table to continue)")
+    previous = read_table(out, text_columns=("id",)) if resume and out.exists() else None
+    with _sigterm_as_interrupt():
+        try:
+            result = run_predict(inputs or None, model, ensemble=ensemble, seed=seed, sampler=sampler,
+                                 rotations=rotations, threshold=threshold, per_rotation=per_rotation is not None,
+                                 workers=workers, batch_size=batch_size, progress=True, id_column=id_column,
+                                 structure_column=structure_column, formula_column=formula_column, formulas=formulas,
+                                 resolve_disorder="majority" if majority else "error",
+                                 skip_ids=None if previous is None else previous["id"].astype(str).tolist())
+        except (FileNotFoundError, ValueError) as err:
+            fail(str(err))
+    crystals = result.crystals
+    if previous is not None:
+        typer.echo(f"resumed: {len(previous)} rows kept from {out}", err=True)
+        crystals = pd.concat([previous, crystals], ignore_index=True) if len(crystals) else previous
+    show(crystals, out)
+    if out is not None:
+        atomic_write_json(out.with_name(out.name + ".meta.json"), {**result.meta, "rows": len(crystals)})
     if per_rotation is not None and result.rotations is not None:
         write_table(result.rotations, per_rotation)
-    n_err = int((result.crystals["status"] == "error").sum())
+    if result.partial:
+        where = f"; re-run with --resume -o {out} to continue" if out is not None else ""
+        typer.echo(f"interrupted: partial output, {len(crystals)} rows{where}", err=True)
+        raise typer.Exit(code=130)
+    _report_problems(crystals, inputs or [])
+
+
+def _report_problems(crystals, inputs: list[str]) -> None:
+    """Counts of rows that failed on stderr; exit status 1 when nothing was predicted or a path is missing."""
+    status = crystals["status"].astype(str)
+    n_err = int((status != "ok").sum())
     if n_err:
-        typer.echo(f"{n_err} of {len(result.crystals)} crystals could not be predicted (see the error column)", err=True)
+        typer.echo(f"{n_err} of {len(crystals)} crystals could not be predicted (see the error column)", err=True)
+    missing = [p for p in inputs if not Path(p).exists() and not Path(p).is_symlink()
+               and not any(ch in p for ch in "*?[") and "\n" not in p]
+    for path in missing:
+        typer.echo(f"error: input path {path} does not exist", err=True)
+    if missing or not (status == "ok").any():
+        raise typer.Exit(code=1)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler stopping the job) is handled like Ctrl-C: the finished rows are kept."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (e.g. inside a test runner's worker): nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def demo(ensemble: int = typer.Option(30, "--ensemble", "-E")) -> None:

@@ -29,7 +29,7 @@ from pymatgen.core.structure import IMolecule
 from cosynth.io.errors import ParseProblem, describe_error, detail, diagnose_cif
 from cosynth.io.validate import MAX_ATOMS, CrystalValidationError, validate_structure
 
-__all__ = ["CrystalRecord", "iter_crystals", "read_crystals", "to_structure"]
+__all__ = ["CrystalRecord", "count_inputs", "iter_crystals", "read_crystals", "to_structure"]
 
 STRUCTURE_COLUMNS = ("cif", "structure", "path", "file")
 ID_COLUMNS = ("id", "material_id", "mp_id", "name")
@@ -125,6 +125,29 @@ def iter_crystals(
         raise ValueError(f"resolve_disorder must be one of {RESOLVE_MODES}, got {resolve_disorder!r}")
     opts = _Options(id_column, structure_column, formula_column, recursive)
     return _iter(inputs, opts, resolve_disorder, validate)
+
+
+def count_inputs(inputs: Any, recursive: bool = True) -> int | None:
+    """How many records :func:`iter_crystals` will yield, when that is cheap to know (structure
+    files, folders of them, in-memory objects); None when it is not (tables, globs, multi-block
+    files are counted as one each, so the count is a lower bound for those)."""
+    total = 0
+    for item in _as_items(inputs):
+        if isinstance(item, (str, os.PathLike)) and not (isinstance(item, str) and _looks_like_cif_text(item)):
+            path = Path(item)
+            if path.is_dir():
+                total += len(_folder_files(path, recursive))
+            elif path.is_file() and _kind(path) in _TABLE_KINDS:
+                return None
+            elif not path.exists() and any(ch in str(item) for ch in "*?["):
+                return None
+            else:
+                total += 1
+        elif isinstance(item, pd.DataFrame):
+            total += len(item)
+        else:
+            total += 1
+    return total
 
 
 def read_crystals(inputs: Any, **kw: Any) -> list[CrystalRecord]:
