@@ -252,12 +252,12 @@ def _source_confound(sources: np.ndarray, y: np.ndarray, groups, settings: Audit
     return out
 
 
-def describe_table(table, *, cache_dir=None) -> pd.DataFrame:
+def describe_table(table, *, cache_dir=None, progress: bool = False) -> pd.DataFrame:
     """Descriptors of every row of a CrystalTable, aligned with ``table.frame``."""
     from cosynth.represent.descriptors import compute_descriptors
 
     frame = table.frame
-    return compute_descriptors(frame["formula"].tolist(), table.structures(), cache_dir=cache_dir)
+    return compute_descriptors(frame["formula"].tolist(), table.structures(), cache_dir=cache_dir, progress=progress)
 
 
 def default_descriptors(has_structures: bool) -> list[str]:
@@ -266,7 +266,7 @@ def default_descriptors(has_structures: bool) -> list[str]:
 
 def audit_table(table, label: str, *, source: str | None = None, descriptors: list[str] | None = None,
                 group: str | None = None, folds: int = 5, seed: int = 0, positive=1,
-                out_dir=None, cache_dir=None, title: str | None = None) -> dict:
+                out_dir=None, cache_dir=None, title: str | None = None, progress: bool = False) -> dict:
     """Is the data biased? Descriptor distributions per class (and source), two-sample tests and
     shortcut AUCs.
 
@@ -278,6 +278,7 @@ def audit_table(table, label: str, *, source: str | None = None, descriptors: li
         folds, seed, positive: shortcut-AUC cross-validation settings; the positive class value.
         out_dir: write ``audit.json``, figures and ``audit.html`` here.
         cache_dir, title: descriptor cache folder; the report's title.
+        progress: a progress bar (with a total and an ETA) while descriptors are computed.
 
     Returns:
         The audit as a dict (also ``audit.json``).
@@ -298,7 +299,7 @@ def audit_table(table, label: str, *, source: str | None = None, descriptors: li
     # name may be partial or mean something else); other names must be numeric table columns.
     computed = sorted(d for d in {*wanted, *relative} if d in DESCRIPTORS)
     if computed:
-        desc = describe_table(table, cache_dir=cache_dir)
+        desc = describe_table(table, cache_dir=cache_dir, progress=progress)
         for name in computed:
             frame[name] = desc[name].to_numpy()
     if relative:

@@ -29,6 +29,7 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
         group: Optional[str] = typer.Option(None, help="Column whose groups CV folds never split (e.g. formula)."),
         folds: int = typer.Option(5, help="Cross-validation folds of the shortcut score."),
         seed: int = typer.Option(0, help="Seed of the CV folds."),
+        positive: str = typer.Option("1", help="The label value that counts as positive (e.g. icsd)."),
         out: Path = typer.Option(..., "--output", "-o", help="Output folder: audit.json, audit.html, figures/."),
     ) -> None:
         """Is the data biased? Class/source distributions of descriptors and shortcut scores."""
@@ -38,7 +39,8 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
             fail(f"{table}: no such file")
         try:
             result = audit_table(table, label, source=source, descriptors=_names(descriptors), group=group,
-                                 folds=folds, seed=seed, out_dir=out, title=f"Data audit: {table.name}")
+                                 folds=folds, seed=seed, out_dir=out, title=f"Data audit: {table.name}",
+                                 positive=int(positive) if positive.lstrip("-").isdigit() else positive, progress=True)
         except ValueError as err:
             fail(str(err))
         vt = verdict_table(result)

@@ -267,7 +267,8 @@ def _resolve_disorder(structure: Structure, mode: str) -> Structure:
         if mode == "error":
             raise CrystalValidationError(
                 f"site {i} ({_species_label(site)}) is disordered (partial occupancy or "
-                "mixed species); use resolve_disorder='majority' to keep the majority species"
+                "mixed species); keep the majority species with --resolve-disorder-majority "
+                "(Python: resolve_disorder='majority')"
             )
         best = max(range(len(items)), key=lambda k: (items[k][1], -k))
         species.append(items[best][0])

@@ -138,6 +138,7 @@ def compute_descriptors(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     symprec: float = 0.1,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """One row per input: every descriptor of `DESCRIPTORS`, plus `descriptor_error`.
 
@@ -151,7 +152,14 @@ def compute_descriptors(
         raise ValueError(f"{n} formulas but {len(structures)} structures")
     cache = _Cache(cache_dir, symprec) if use_cache else None
     rows = []
-    for formula, structure in zip(formulas, structures):
+    pairs = zip(formulas, structures)
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        pairs = tqdm(pairs, total=n, desc="descriptors", unit="crystal", file=sys.stderr)
+    for formula, structure in pairs:
         row: dict[str, object] = {name: np.nan for name in DESCRIPTORS}
         row["crystal_system"] = None
         errors = []

@@ -15,6 +15,7 @@ from ``last.ckpt`` and ends with the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from cosynth.models.bimodal_data import (
 from cosynth.models.registry import model_class, save_model
 from cosynth.represent.composition import DEFAULT_EMBEDDING
 from cosynth.represent.graph import GraphCache
-from cosynth.training.run import EpochShuffle, RunDirectory, epoch_history, run_checkpoints
+from cosynth.training.run import EpochShuffle, RunDirectory, epoch_history, quiet_lightning, run_checkpoints
 
 FAMILIES = ("roost", "cgcnn", "cosnet")
 TASKS = ("regression", "classification")
@@ -199,6 +200,12 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
     ckpt = run.start(resume)
     raw, seen, problems = prepare(splits, config, cache=cache, progress=progress)
     write_table(problems, run.path / "problems.csv")
+    if verbose and len(problems):
+        counts = problems.groupby(["action", "error"]).size().sort_values(ascending=False)
+        lines = [f"  {n} {action}: {error}" for (action, error), n in counts.head(5).items()]
+        more = f"\n  … and {len(counts) - 5} other reasons" if len(counts) > 5 else ""
+        print(f"[{run.path.name}] {len(problems)} rows skipped or without their structure "
+              f"(all in {run.path / 'problems.csv'}):\n" + "\n".join(lines) + more, file=sys.stderr, flush=True)
 
     train_y = seen["train"].target
     if config.task == "regression":
@@ -208,6 +215,7 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
         scale, nonneg = 1.0, False
     params = model_params(config, nonneg)
 
+    quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_ds = BimodalDataset(seen["train"], scale)
     val_ds = BimodalDataset(seen["val"], scale)

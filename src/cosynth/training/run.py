@@ -106,6 +106,23 @@ class RunDirectory:
         atomic_write_json(self.metrics_path, metrics)
 
 
+def quiet_lightning() -> None:
+    """Silence Lightning's banners, tips and warnings that say nothing about the user's run.
+
+    Kept: real problems (a collapse warning, errors). Dropped: "GPU available", the model summary
+    tips, "checkpoint directory exists" (expected when a run resumes) and the data-loader worker hint
+    (cosynth's batches are built in the main process on purpose, for determinism).
+    """
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (r".*Checkpoint directory .* exists and is not empty.*", r".*does not have many workers.*",
+                    r".*litlogger.*", r".*LeafSpec.*", r".*The number of training batches .* is smaller.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def epoch_history(history: Path, epoch_aware: list, on_row: Callable[[dict], None] | None = None):
     """A Lightning callback that tells ``epoch_aware`` objects the epoch and writes ``history``.
 

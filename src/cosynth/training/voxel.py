@@ -22,7 +22,7 @@ from cosynth.io import iter_crystals
 from cosynth.io.files import read_table, write_table
 from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
 from cosynth.represent.voxel import CrystalImager, crystal_rng, sample_rotations
-from cosynth.training.run import EpochShuffle, RunDirectory, epoch_history, run_checkpoints
+from cosynth.training.run import EpochShuffle, RunDirectory, epoch_history, quiet_lightning, run_checkpoints
 
 VALIDATION_EPOCH_KEY = 1_000_000  # validation rotations are fixed: they use this "epoch"
 
@@ -242,6 +242,7 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
                                seed=config.seed, sampler=config.sampler, fixed_epoch=fixed_epoch,
                                weights=weights[idx] if name == "train" else None)
 
+    quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_ds, val_ds = subset("train"), subset("val", VALIDATION_EPOCH_KEY)
     shuffle = EpochShuffle(len(train_ds), config.seed, salt=7)
