@@ -67,12 +67,10 @@ class StudyConfig:
     """Everything that decides the study's numbers (stored in the report)."""
 
     seed: int = 0
-    # Epochs per arm: the mixed sets learn their shortcut early; the single-source set needs the
-    # most (the paper's single-source model plateaued only after ~100 of its 500 epochs).
+    # Epochs per arm: the mixed sets learn their shortcut early; the single-source set needs the most.
     epochs: dict = field(default_factory=lambda: {"mixed": 40, "single": 100, "mixed-volnorm": 40})
-    # Adam learning rate per arm. At 1e-3 the convolutions of the models without a density
-    # shortcut die within the first epoch (conv2 ReLUs active 54 % → 4 % in 30 steps on the
-    # single-source set) and never learn; 1e-4 keeps them alive. The mixed arm learns at 1e-3.
+    # Adam learning rate per arm: 1e-3 kills the convolutions of the arms without a density
+    # shortcut within an epoch, 1e-4 keeps them alive (measurements: reports/bias-study/RUN_NOTES.md).
     lr: dict = field(default_factory=lambda: {"mixed": 1e-3, "single": 1e-4, "mixed-volnorm": 1e-4})
     batch_size: int = 16
     max_train_minutes: float | None = None  # per model and run; a later run resumes
