@@ -31,10 +31,13 @@ class BimodalRows:
     has_structure: np.ndarray  # bool: a usable structure exists in the data
     present: np.ndarray  # bool: the model sees the structure (p_s)
     augmented: np.ndarray = field(default=None)  # bool: structure-less copy made by augmentation
+    weight: np.ndarray = field(default=None)  # float32 training-loss weight of each row (ones by default)
 
     def __post_init__(self):
         if self.augmented is None:
             self.augmented = np.zeros(len(self.ids), dtype=bool)
+        if self.weight is None:
+            self.weight = np.ones(len(self.ids), dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -43,7 +46,7 @@ class BimodalRows:
         idx = np.asarray(idx, dtype=np.int64)
         return BimodalRows([self.ids[i] for i in idx], [self.formulas[i] for i in idx], [self.comp[i] for i in idx],
                            [self.graphs[i] for i in idx], self.target[idx], self.has_structure[idx],
-                           self.present[idx], self.augmented[idx])
+                           self.present[idx], self.augmented[idx], self.weight[idx])
 
     @property
     def volume_per_atom(self) -> np.ndarray:
@@ -82,7 +85,9 @@ def featurize(frame: pd.DataFrame, *, embedding: str = DEFAULT_EMBEDDING, cache:
             problems.append({"id": sub["id"].iloc[j], "split": split, "action": "structure ignored", "error": errors[k]})
     has = np.array([g is not None for g in graphs], dtype=bool)
     target = np.asarray(sub["target"].tolist(), dtype=np.float32)
-    rows = BimodalRows(list(sub["id"]), list(sub["formula"]), comps, graphs, target, has, has.copy())
+    weight = (np.asarray(pd.to_numeric(sub["weight"], errors="coerce").fillna(1.0), dtype=np.float32)
+              if "weight" in sub else None)
+    rows = BimodalRows(list(sub["id"]), list(sub["formula"]), comps, graphs, target, has, has.copy(), weight=weight)
     return rows, pd.DataFrame(problems, columns=["id", "split", "action", "error"])
 
 
@@ -117,7 +122,8 @@ def concat_rows(parts: list[BimodalRows]) -> BimodalRows:
     return BimodalRows(sum((p.ids for p in parts), []), sum((p.formulas for p in parts), []),
                        sum((p.comp for p in parts), []), sum((p.graphs for p in parts), []),
                        np.concatenate([p.target for p in parts]), np.concatenate([p.has_structure for p in parts]),
-                       np.concatenate([p.present for p in parts]), np.concatenate([p.augmented for p in parts]))
+                       np.concatenate([p.present for p in parts]), np.concatenate([p.augmented for p in parts]),
+                       np.concatenate([p.weight for p in parts]))
 
 
 def keep_structure_fraction(rows: BimodalRows, fraction: float, seed: int) -> BimodalRows:
@@ -139,6 +145,7 @@ class BimodalBatch:
     present: torch.Tensor  # (n,) p_s
     target: torch.Tensor
     n: int
+    weight: torch.Tensor | None = None  # (n,) loss weights; None when all are 1
 
 
 class BimodalDataset(torch.utils.data.Dataset):
@@ -162,8 +169,10 @@ class BimodalDataset(torch.utils.data.Dataset):
         y = torch.from_numpy(r.target[idx] / self.scale)
         if y.dim() == 1:
             y = y.unsqueeze(1)
+        w = r.weight[idx]
         return BimodalBatch(comp, graphs, torch.tensor(use, dtype=torch.int64),
-                            torch.from_numpy(r.present[idx].astype(np.float32)), y, len(idx))
+                            torch.from_numpy(r.present[idx].astype(np.float32)), y, len(idx),
+                            None if np.all(w == 1) else torch.from_numpy(w.astype(np.float32)).unsqueeze(1))
 
 
 @torch.no_grad()

@@ -146,12 +146,15 @@ def _lightning():
         def _step(self, batch, stage: str):
             out = self.model(batch)
             y = batch.target
+            w = batch.weight if stage == "train" else None  # validation stays unweighted
             if self.hparams.task == "classification":
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(out, y)
+                per_row = torch.nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none")
+                loss = per_row.mean() if w is None else (per_row * w).sum() / (w.sum() * per_row.shape[1])
                 metric = ((out > 0).float() == y).float().mean()
                 self.log(f"{stage}_acc", metric, on_step=False, on_epoch=True, batch_size=batch.n)
             else:
-                loss = torch.nn.functional.mse_loss(out, y)
+                per_row = (out - y) ** 2
+                loss = per_row.mean() if w is None else (per_row * w).sum() / (w.sum() * per_row.shape[1])
                 mae = (out - y).abs().mean() * self.hparams.scale
                 self.log(f"{stage}_mae", mae, on_step=False, on_epoch=True, batch_size=batch.n)
             self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=batch.n)
