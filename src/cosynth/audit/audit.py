@@ -61,10 +61,18 @@ class AuditSettings:
 
 def add_formula_relative(frame: pd.DataFrame, formula_column: str = "formula",
                          names=RELATIVE_TO_FORMULA) -> list[str]:
-    """Add ``<name>_vs_formula`` columns (value / median of its formula); returns the new names.
+    """Add ``<name>_vs_formula`` columns (value / median of its formula) to ``frame`` in place.
 
     Only when at least a fifth of the rows share their formula with another row: otherwise the
-    ratio is 1 almost everywhere and says nothing.
+    ratio is 1 almost everywhere and says nothing. Rows whose formula is unique get NaN.
+
+    Args:
+        frame: the table; modified in place.
+        formula_column: the column holding the formula.
+        names: descriptor columns to divide; missing or all-NaN columns are skipped.
+
+    Returns:
+        The names of the added columns (empty when none were added).
     """
     if formula_column not in frame.columns:
         return []
@@ -143,7 +151,25 @@ def _plain(value: object) -> object:
 
 
 def audit(frame: pd.DataFrame, settings: AuditSettings, descriptors: list[str]) -> dict:
-    """All numbers of the audit of ``frame`` (descriptors are columns of it), JSON-ready."""
+    """All numbers of the audit of ``frame`` (descriptors are columns of it), JSON-ready.
+
+    Rows without a label are dropped (and counted). With a source column, sources beyond the
+    :data:`MAX_SOURCES` largest get no per-source comparisons.
+
+    Args:
+        frame: the table with the label, descriptor and (optional) source and group columns.
+        settings: label, source and group columns, folds, seed and the positive label value.
+        descriptors: the columns to audit.
+
+    Returns:
+        A dict with ``rows``, ``settings``, ``descriptors`` (per descriptor: class comparison, shortcut
+        AUC, verdict), ``all_descriptors_shortcut``, ``verdict`` and, with a source column,
+        ``sources`` and ``source_confound``.
+
+    Raises:
+        ValueError: a missing label, source or descriptor column, or a label that is not binary or lacks
+            the positive value.
+    """
     if settings.label not in frame.columns:
         raise ValueError(f"no label column {settings.label!r}; columns: {', '.join(map(str, frame.columns))}")
     missing = [d for d in descriptors if d not in frame.columns]
@@ -253,7 +279,16 @@ def _source_confound(sources: np.ndarray, y: np.ndarray, groups, settings: Audit
 
 
 def describe_table(table, *, cache_dir=None, progress: bool = False) -> pd.DataFrame:
-    """Descriptors of every row of a CrystalTable, aligned with ``table.frame``."""
+    """Descriptors of every row of a CrystalTable, aligned with ``table.frame``.
+
+    Args:
+        table: a CrystalTable (its ``formula`` column and structures are used).
+        cache_dir: descriptor cache folder, or None for no cache.
+        progress: show a progress bar.
+
+    Returns:
+        A DataFrame of descriptors, one row per table row.
+    """
     from cosynth.represent.descriptors import compute_descriptors
 
     frame = table.frame
@@ -337,6 +372,16 @@ def verdict_table(result: dict) -> pd.DataFrame:
 
 def write_audit(result: dict, frame: pd.DataFrame, settings: AuditSettings, descriptors: list[str], out_dir,
                 title: str | None = None) -> None:
+    """Write ``audit.json``, per-descriptor figures and ``audit.html`` for an audit result.
+
+    Args:
+        result: the dict from :func:`audit`.
+        frame: the table the audit ran on (with the descriptor columns).
+        settings: the audit's settings (label, source, positive value).
+        descriptors: the descriptors to plot; categorical and skipped ones get no figure.
+        out_dir: output folder, created if missing; figures go to ``out_dir/figures``.
+        title: the report's title (default "Data audit").
+    """
     from cosynth.io.files import atomic_write_json
     from cosynth.report import figures
     from cosynth.report.html import HtmlReport

@@ -21,7 +21,19 @@ REFERENCE_SCORES = {
 
 def label_signal(table: Path, *, label: str = "label", cache_dir: Path | None = None) -> list[dict]:
     """ROC AUC of each reference score (signed so that higher = more synthesizable) on the test rows that have it,
-    then of a shallow model on simple structure descriptors (:func:`descriptor_baseline`)."""
+    then of a shallow model on simple structure descriptors (:func:`descriptor_baseline`).
+
+    A reference score is skipped when its column is absent, fewer than 10 test rows have it, or those rows hold
+    a single class.
+
+    Args:
+        table: path of a table with a ``split`` column; test rows are those with ``split == "test"``.
+        label: the label column.
+        cache_dir: descriptor cache folder for the baseline, or None.
+
+    Returns:
+        One dict per score (``score``, ``meaning``, ``test_rows``, ``roc_auc`` rounded to 3 digits).
+    """
     from sklearn.metrics import roc_auc_score
 
     from cosynth.data.table import read_table
@@ -50,8 +62,17 @@ def descriptor_baseline(crystals, *, label: str = "label", cache_dir: Path | Non
     (the audit's: density, packing, sites, symmetry, … and their ratio to the formula's median).
 
     It says what a structure reveals about the label without any learned representation: a voxel CNN
-    that does no better has not found more than these coarse features. None without structures or when
-    the train or test split lacks a class.
+    that does no better has not found more than these coarse features.
+
+    Args:
+        crystals: a CrystalTable with ``split`` and label columns.
+        label: the label column.
+        cache_dir: descriptor cache folder, or None.
+        seed: random state of the trees.
+
+    Returns:
+        A dict like those of :func:`label_signal` (``score`` is :data:`STRUCTURE_BASELINE`), or None
+        without structures or when the train or test split lacks a class.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score

@@ -34,8 +34,17 @@ def _bins(values: np.ndarray, bins: int) -> np.ndarray:
 def importance_weights(values, labels, bins: int = 20) -> np.ndarray:
     """Weights that give both classes the pooled distribution of ``values``.
 
-    Weights are normalised to mean 1 within each class (class balance is unchanged); rows
-    without a value get weight 1.
+    Per row w = p_pooled(bin) / p_class(bin) on pooled quantile bins. Weights are then normalised to
+    mean 1 within each class (class balance is unchanged); rows without a value start at weight 1
+    and are scaled by that normalisation too.
+
+    Args:
+        values: the descriptor per row (NaN where unknown).
+        labels: class per row, 0 or 1.
+        bins: the number of quantile bins.
+
+    Returns:
+        One weight per row.
     """
     values, labels = np.asarray(values, float), np.asarray(labels).astype(int)
     b = _bins(values, bins)
@@ -56,7 +65,19 @@ def matched_sample(values, labels, bins: int = 20, seed: int = 0) -> np.ndarray:
     """Sorted indices of a subsample whose classes share the distribution of ``values``.
 
     The overall class ratio ρ = n₁/n₀ is kept: in each bin, min(n₁, ρ·n₀) positives and
-    min(n₀, n₁/ρ) negatives survive. Rows without a value are dropped.
+    min(n₀, n₁/ρ) negatives survive (rounded down, drawn at random). Rows without a value are dropped.
+
+    Args:
+        values: the descriptor per row (NaN where unknown).
+        labels: class per row, 0 or 1.
+        bins: the number of quantile bins.
+        seed: seed of the random draw within each bin.
+
+    Returns:
+        The kept row indices, sorted.
+
+    Raises:
+        ValueError: a class has no row with a value.
     """
     values, labels = np.asarray(values, float), np.asarray(labels).astype(int)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xBA1A]))
@@ -106,10 +127,22 @@ def normalize_volumes(structures, formulas, to_fix, reference, *, fallback: str 
 
     Target volume per atom: that of a ``reference`` row (known structure) of the same formula,
     drawn at random (seeded); otherwise, with ``fallback="elements"``, the composition-weighted
-    per-element fit (:func:`element_volumes`) on all reference rows; otherwise the structure is
-    left as is.
-    Returns the new list and one log row per fixed structure (old/new volume per atom, factor,
-    how the target was found).
+    per-element fit (:func:`element_volumes`) on all reference rows, if it covers every element;
+    otherwise the structure is left as is.
+
+    Args:
+        structures: pymatgen structures (None for rows without one; those are skipped).
+        formulas: formula per row.
+        to_fix, reference: boolean masks of the rows to rescale and of the known rows to take volumes from.
+        fallback: ``"elements"`` for the per-element fit; any other value disables it.
+        seed: seed of the draw among a formula's known volumes.
+
+    Returns:
+        The new list of structures (rescaled ones are copies) and one log row per fixed structure
+        (``row``, old/new volume per atom, ``factor``, ``target``: how the target was found or "none found").
+
+    Raises:
+        ValueError: ``fallback="elements"`` and no reference structure.
     """
     structures = list(structures)
     formulas = [str(f) for f in formulas]
@@ -146,11 +179,27 @@ def normalize_volumes(structures, formulas, to_fix, reference, *, fallback: str 
 
 def mitigate_table(table, label: str, method: str, *, descriptor: str = "density", bins: int = 20, seed: int = 0,
                    fix_source: tuple[str, str] | None = None, cache_dir=None):
-    """Apply one remedy to a CrystalTable; returns (new table, summary dict).
+    """Apply one remedy to a CrystalTable.
 
-    ``reweight`` adds a ``weight`` column; ``match`` keeps a matched subsample; ``normalize-volume``
-    rescales the structures of negatives (or of rows where column == value, with ``fix_source``)
-    to the volume of known positives.
+    ``reweight`` adds a ``weight`` column (:func:`importance_weights`); ``match`` keeps a matched
+    subsample (:func:`matched_sample`); ``normalize-volume`` rescales the structures of negatives (or of
+    rows where column == value, with ``fix_source``) to the volume of known positives (:func:`normalize_volumes`)
+    and adds a ``volume_normalisation_factor`` column. Unlabelled rows get weight 1 and are left out of matching.
+
+    Args:
+        table: the CrystalTable.
+        label: the label column (1 = positive, 0 = negative).
+        method: ``reweight``, ``match`` or ``normalize-volume``.
+        descriptor: for reweight and match: a table column of that name, else a computed descriptor.
+        bins, seed: quantile bins; seed of matching and of the volume draw.
+        fix_source: (column, value) selecting the rows to rescale instead of the negatives.
+        cache_dir: descriptor cache folder.
+
+    Returns:
+        (new table, summary dict).
+
+    Raises:
+        ValueError: no label column, no ``fix_source`` column, or an unknown method.
     """
     from cosynth.audit.audit import describe_table
     from cosynth.data.table import structure_to_cif

@@ -107,10 +107,21 @@ def shortcut_auc(X, y, *, groups=None, folds: int = 5, seed: int = 0) -> dict:
     One descriptor: logistic regression on a cubic spline basis of the descriptor's quantiles,
     a smooth, low-variance fit that captures monotone and non-monotone patterns (negatives both
     denser and lighter than positives, say); rows without a value are left out. Several
-    descriptors: a shallow gradient-boosted tree ensemble (missing values handled natively).
-    Neither sees structure. Out-of-fold probabilities of all folds are pooled into one AUC.
-    With ``groups`` (e.g. formulas), folds never split a group, so a polymorph's sibling cannot
-    leak its label.
+    descriptors: a shallow gradient-boosted tree ensemble (missing values handled natively; rows
+    with no value at all are left out). Neither sees structure. Out-of-fold probabilities of all
+    folds are pooled into one AUC.
+
+    Args:
+        X: one descriptor (1-D) or several (one column each).
+        y: binary labels.
+        groups: with groups (e.g. formulas), folds never split a group, so a polymorph's sibling cannot
+            leak its label.
+        folds: the number of folds, capped at the size of the smaller class.
+        seed: shuffling seed of the folds and random state of the trees.
+
+    Returns:
+        A dict with ``auc``, ``n``, ``folds`` and, on success, ``grouped`` and ``model``; ``auc`` is NaN
+        (with a ``note``) when a class has fewer than 2 rows or the folds left a class out.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score

@@ -131,9 +131,21 @@ def build_single_source(data_root=None, out=None, *, formulas=None, structure_so
                         seed: int = 0, group_by_formula: bool = False) -> CrystalTable:
     """MP polymorphs of formulas with both labels; see the module doc.
 
-    ``formulas`` / ``structure_sources`` restrict the rows first. ``balance`` downsamples the
-    larger class to the smaller (within each structure_source when ``stratify_source``);
-    ``stratify_source`` also stratifies the split by label × structure_source.
+    Rows whose structure fails :func:`cosynth.io.validate_structure` are dropped (and listed in the table's
+    errors). The split is stratified by label.
+
+    Args:
+        data_root: the shared data folder (default: :func:`default_data_root`).
+        out: write the table and its card here; None writes nothing.
+        formulas, structure_sources: restrict the rows first.
+        balance: downsample the larger class to the smaller (within each structure_source when
+            ``stratify_source``).
+        stratify_source: also stratify the split by label × structure_source.
+        fractions, seed: train/val/test split proportions; seed of the split and of balancing.
+        group_by_formula: keep all rows of a formula in one split.
+
+    Returns:
+        The built CrystalTable.
     """
     root = Path(data_root) if data_root is not None else default_data_root()
     mp = mp_labelled(root, parse=False)
@@ -209,10 +221,27 @@ def build_mixed_source(data_root=None, out=None, *, n_formulas: int = 108, formu
                        compare_scalings: bool = True) -> CrystalTable:
     """Experimental positives vs generated negatives of the same formulas; see the module doc.
 
-    Target formulas: ``formulas``, else the ``n_formulas`` with the most positive polymorphs.
-    Negatives: the generator over all structures of mp_synth_structures as prototypes (never
-    the target's own formula), deduplicated and with matches to the formula's positives
-    dropped, then subsampled evenly across formulas to ``n_positives / ratio``.
+    Negatives: the generator over all structures of the MP table as prototypes (never the target's own
+    formula), deduplicated and with matches to the formula's positives dropped, then subsampled evenly
+    across formulas to ``n_positives / ratio``. Positives and generated structures that fail
+    :func:`cosynth.io.validate_structure` are dropped.
+
+    Args:
+        data_root: the shared data folder (default: :func:`default_data_root`).
+        out: write the table and its card here; None writes nothing.
+        n_formulas, formulas: target formulas: ``formulas``, else the ``n_formulas`` with the most positive
+            polymorphs.
+        ratio: positives per negative; ≤ 0 keeps every valid generated negative.
+        volume: the generator's volume rule (``covalent``, ``reference`` or ``unchanged``).
+        fractions, seed: train/val/test split proportions; seed of the generator, subsampling and split.
+        group_by_formula: keep all rows of a formula in one split.
+        max_prototypes, packing_fraction, min_distance_factor: generator options (:class:`GeneratorConfig`);
+            None keeps the generator's default.
+        compare_scalings: also record in the card the density comparison with the same negatives rescaled by
+            each volume rule.
+
+    Returns:
+        The built CrystalTable.
     """
     root = Path(data_root) if data_root is not None else default_data_root()
     mp = mp_labelled(root, parse=False)

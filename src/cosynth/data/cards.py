@@ -50,7 +50,16 @@ def _stats(values: pd.Series) -> dict:
 
 
 def descriptor_summary(frame: pd.DataFrame, descriptors: pd.DataFrame, by: str = "label") -> dict:
-    """{group: {descriptor: stats}} for each value of ``by`` (and "all")."""
+    """{group: {descriptor: stats}} for each value of ``by`` (and "all").
+
+    Args:
+        frame: the table (holds the ``by`` column).
+        descriptors: descriptors aligned with ``frame``; only :data:`SUMMARY_DESCRIPTORS` are summarised.
+        by: the grouping column; when absent, only "all".
+
+    Returns:
+        Per group and descriptor: n, mean, median, q25, q75 (just n = 0 without values).
+    """
     out = {}
     groups = [("all", np.ones(len(frame), dtype=bool))]
     if by in frame.columns:
@@ -66,6 +75,14 @@ def paired_density_comparison(formulas, labels, density) -> dict:
     Per formula with both classes: ratio of median negative to median positive density. Summary:
     median and quartiles of the ratio, share of formulas above 1, Wilcoxon signed-rank test of
     the per-formula log ratios against 0 and Mann–Whitney U of pooled densities (two-sided).
+    Rows without a density are ignored.
+
+    Args:
+        formulas, labels, density: per row: formula, label (1 positive, 0 negative), density.
+
+    Returns:
+        The summary as a dict; p-values are None when there is nothing to test (e.g. every ratio
+        exactly 1). Just ``n_formulas`` 0 and a ``note`` when no formula has both classes.
     """
     from scipy.stats import mannwhitneyu, wilcoxon
 

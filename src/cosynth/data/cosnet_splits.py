@@ -128,10 +128,21 @@ def _li_conductivity(data: Path) -> dict[str, pd.DataFrame]:
 
 def load_mp_property(root, target: str = "formation_energy_per_atom", source: str | None = "matminer_flla_2015",
                      seed: int = 0, max_rows: int | None = None) -> dict[str, pd.DataFrame]:
-    """An MP property with a structure on every row (``mp_synth_structures``), split 60/20/20.
+    """An MP property from the ``mp_synth_structures`` table, split 60/20/20 at random.
 
     Used for the test-MAE-versus-structure-fraction study. ``source`` keeps one MP era so that
     targets are mutually consistent (the default is the Faber 2015 formation energies).
+
+    Args:
+        root: the shared data folder.
+        target: the property column; rows without it are dropped.
+        source: keep rows of this ``structure_source`` only; None keeps all.
+        seed: seed of the random split.
+        max_rows: keep at most this many rows (a random subset), or None for all.
+
+    Returns:
+        {"train", "val", "test"} → frames with id, formula, cif, target, structure_ref and structure_status
+        columns.
     """
     df = _read(_data_root(root) / MP_TABLE)
     df = df[df[target].notna()]

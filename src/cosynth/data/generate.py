@@ -102,7 +102,20 @@ def covalent_volume(structure: Structure, packing_fraction: float = CLOSE_PACKIN
 
 def scale_structure(structure: Structure, mode: str, *, packing_fraction: float = CLOSE_PACKING,
                     volume_per_atom: float | None = None) -> Structure:
-    """Isotropically scaled copy (fractional coordinates kept) by the rule ``mode``."""
+    """Isotropically scaled copy (fractional coordinates kept) by the rule ``mode``.
+
+    Args:
+        structure: the structure (not modified).
+        mode: ``covalent``, ``reference`` or ``unchanged`` (see the module doc).
+        packing_fraction: for ``covalent``: the share of the cell the covalent spheres fill.
+        volume_per_atom: for ``reference``: the target Å³ per atom.
+
+    Returns:
+        The scaled copy.
+
+    Raises:
+        ValueError: an unknown mode, or ``reference`` without a positive volume per atom.
+    """
     out = structure.copy()
     if mode == "covalent":
         out.scale_lattice(covalent_volume(structure, packing_fraction))
@@ -116,8 +129,19 @@ def scale_structure(structure: Structure, mode: str, *, packing_fraction: float 
 
 
 def short_contact(structure: Structure, factor: float, floor: float) -> str | None:
-    """Why the closest pair is too close (below ``factor`` × sum of covalent radii, or ``floor`` Å),
-    or None when every pair is far enough."""
+    """Why the closest pair is too close, or None when every pair is far enough.
+
+    A pair (periodic images included) is too close below the larger of ``factor`` × the sum of their
+    covalent radii and ``floor``.
+
+    Args:
+        structure: the structure to check.
+        factor: multiple of the covalent radii sum.
+        floor: absolute minimum distance in Å.
+
+    Returns:
+        A sentence naming the worst pair (smallest distance / limit), or None.
+    """
     radii = covalent_radii[[site.specie.Z for site in structure]]
     cutoff = max(float(factor * 2 * radii.max()), floor)
     centers, points, offsets, dists = structure.get_neighbor_list(r=cutoff, exclude_self=False)
@@ -199,11 +223,23 @@ def generate_negatives(formulas: Iterable[str], pool, *, known: Mapping[str, lis
                        config: GeneratorConfig | None = None, **options):
     """Hypothetical polymorphs of each formula, as a CrystalTable (label 0, source "generated").
 
-    ``pool``: prototypes (CrystalTable or (id, Structure) pairs); a prototype of the target's own
-    formula is never used. ``known``: formula → experimental structures (or (id, Structure) pairs); candidates matching one
-    are dropped. ``reference_volumes``: formula → Å³/atom for ``volume="reference"``.
-    Options override fields of :class:`GeneratorConfig`. Rejected candidates are in ``errors``
-    with the reason (short contact, duplicate, matches a known structure, no prototype).
+    Per formula, up to ``max_prototypes`` usable prototypes (ordered, at most ``max_sites`` sites) are tried
+    in a seeded order. Rejected candidates and formulas are in ``errors`` with the reason (invalid formula,
+    no reference volume, no prototype, substitution failed, short contact, duplicate, matches a known structure).
+
+    Args:
+        formulas: target formulas; duplicates are generated once.
+        pool: prototypes (CrystalTable or (id, Structure) pairs); a prototype of the target's own
+            formula is never used.
+        known: formula → experimental structures (or (id, Structure) pairs); with ``dedupe`` (the default),
+            candidates matching one are dropped.
+        reference_volumes: formula → Å³/atom for ``volume="reference"``.
+        config: generator options (default :class:`GeneratorConfig`).
+        **options: override fields of ``config``.
+
+    Returns:
+        A CrystalTable with id, formula, cif, label, source, prototype_id, prototype_formula, substitution,
+        scaling, volume_factor and volume_per_atom columns.
     """
     from pymatgen.analysis.structure_matcher import StructureMatcher
     from pymatgen.io.cif import CifWriter

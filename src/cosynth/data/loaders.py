@@ -182,7 +182,21 @@ SHARED_DATASETS: dict[str, Callable[[Path, str | None, bool], CrystalTable]] = {
 
 
 def load_shared(name: str, root=None, *, subset: str | None = None, parse: bool = True) -> CrystalTable:
-    """A dataset of ``../shared/data`` by folder name (``subset`` picks one of its files)."""
+    """A dataset of ``../shared/data`` by folder name.
+
+    Args:
+        name: the dataset's folder name (a key of :data:`SHARED_DATASETS`).
+        root: the shared data folder (default: :func:`default_data_root`).
+        subset: picks one of the dataset's files, where it has several.
+        parse: parse the structures now.
+
+    Returns:
+        The dataset as a CrystalTable.
+
+    Raises:
+        ValueError: an unknown dataset name (or subset).
+        FileNotFoundError: the dataset's folder is missing.
+    """
     root = Path(root) if root is not None else default_data_root()
     if name not in SHARED_DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(SHARED_DATASETS)}")
@@ -194,9 +208,20 @@ def load_shared(name: str, root=None, *, subset: str | None = None, parse: bool 
 def load_cgcnn(folder, *, labels: str | None = None, target_names: list[str] | None = None) -> CrystalTable:
     """A CGCNN-style folder: ``<id>.cif`` files plus a CSV of ids and targets.
 
-    The CSV is ``id_prop.csv`` (no header: id, target, ...) unless ``labels`` names another file;
-    a CSV whose first row is not data (has an ``id`` column) is read with its header. Rows whose
-    CIF is missing or broken go to ``errors``.
+    The CSV is read with its header when its first cell is ``id``, ``material_id``, ``cif_id`` or ``name``;
+    otherwise as headerless (id, target, ...). Rows whose CIF is missing or broken go to ``errors``.
+
+    Args:
+        folder: the folder.
+        labels: the CSV's file name in the folder (default ``id_prop.csv``).
+        target_names: names of the target columns of a headerless CSV (default ``target``, or
+            ``target_0``, ``target_1``, … with several).
+
+    Returns:
+        The CrystalTable.
+
+    Raises:
+        FileNotFoundError: no label file.
     """
     folder = Path(folder)
     path = folder / (labels or "id_prop.csv")
@@ -235,7 +260,21 @@ def load_cgcnn(folder, *, labels: str | None = None, target_names: list[str] | N
 
 
 def load(source: str, root=None, *, subset: str | None = None, **kw) -> CrystalTable:
-    """Load by shared-dataset name, CGCNN folder or table path (whichever ``source`` is)."""
+    """Load by shared-dataset name, CGCNN folder or table path (whichever ``source`` is).
+
+    Args:
+        source: a shared dataset name, a CGCNN folder or a table file.
+        root: the shared data folder, for dataset names.
+        subset: the dataset's file, for dataset names.
+        **kw: passed to :func:`load_cgcnn` or :meth:`CrystalTable.read`; for dataset names only ``parse``
+            is used.
+
+    Returns:
+        The CrystalTable.
+
+    Raises:
+        FileNotFoundError: ``source`` is none of the three.
+    """
     if source in SHARED_DATASETS:
         return load_shared(source, root, subset=subset, parse=kw.pop("parse", True))
     path = Path(source)

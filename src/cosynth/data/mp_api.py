@@ -59,7 +59,20 @@ def docs_to_table(docs: Iterable[Any], *, source: str = "materials_project"):
 def load_materials_project(*, formulas: list[str] | None = None, chemsys: list[str] | None = None,
                            material_ids: list[str] | None = None, theoretical: bool | None = None,
                            api_key: str | None = None, max_results: int | None = None):
-    """MP materials by formula, chemical system or id (the API key from MP_API_KEY if not given)."""
+    """MP materials by formula, chemical system or id, through the Materials Project API (``mp_api``).
+
+    Args:
+        formulas, chemsys, material_ids: query filters; those given are combined.
+        theoretical: True for theoretical entries only, False for ICSD-tagged only, None for both.
+        api_key: the MP API key (from MP_API_KEY if not given).
+        max_results: keep at most this many materials (one chunk of that size), or None for all.
+
+    Returns:
+        A CrystalTable of the materials (see :func:`docs_to_table`).
+
+    Raises:
+        ImportError: ``mp_api`` is not installed.
+    """
     try:
         from mp_api.client import MPRester
     except ImportError:

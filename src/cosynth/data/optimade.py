@@ -92,9 +92,21 @@ def load_optimade(base_url: str | list[str], filter: str = "", *, max_results: i
                   timeout: float = 30.0, source: str | None = None):
     """Structures matching an OPTIMADE ``filter`` from one or more base URLs.
 
-    ``base_url`` is a database's OPTIMADE base URL (e.g. https://optimade.materialsproject.org).
-    Entries that are not 3D crystals or cannot be converted are in ``errors``; a server that
-    cannot be reached or refuses the filter raises ``RuntimeError`` with its message.
+    Entries that are not 3D crystals or cannot be converted are in ``errors``.
+
+    Args:
+        base_url: a database's OPTIMADE base URL (e.g. https://optimade.materialsproject.org), or a list.
+        filter: the OPTIMADE filter; empty for all entries.
+        max_results: at most this many entries per provider and in total.
+        timeout: HTTP timeout in seconds.
+        source: the ``source`` column's value (default "optimade").
+
+    Returns:
+        A CrystalTable of the entries.
+
+    Raises:
+        RuntimeError: a server cannot be reached or refuses the filter (with its message), when no provider
+            returned entries.
     """
     from optimade.client import OptimadeClient
 

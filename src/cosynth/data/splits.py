@@ -19,7 +19,16 @@ SPLIT_NAMES = ("train", "val", "test")
 
 
 def stratified_split(labels: np.ndarray, fractions, seed: int) -> dict[str, np.ndarray]:
-    """Indices for train/val/test, stratified by label, fixed by the seed."""
+    """Indices for train/val/test, stratified by label, fixed by the seed.
+
+    Args:
+        labels: label per row.
+        fractions: train, val and test proportions (normalised to sum 1).
+        seed: random state of the split.
+
+    Returns:
+        {"train", "val", "test"} → sorted row indices.
+    """
     from sklearn.model_selection import train_test_split
 
     fr = np.asarray(fractions, dtype=float)
@@ -62,7 +71,19 @@ def assign_splits(labels, *, fractions=(60, 20, 20), seed: int = 0, groups=None)
 
     Without ``groups``: random split stratified by label (:func:`stratified_split`, so a table
     split here and the voxel trainer agree). With ``groups`` (e.g. formulas): no group is
-    shared between splits.
+    shared between splits, label shares kept close to the targets.
+
+    Args:
+        labels: label per row.
+        fractions: three positive train, val and test proportions.
+        seed: random state of the split.
+        groups: group per row, or None.
+
+    Returns:
+        An object array of split names, one per row.
+
+    Raises:
+        ValueError: ``fractions`` is not three positive numbers.
     """
     labels = np.asarray(labels)
     if len(fractions) != 3 or any(f <= 0 for f in fractions):
@@ -78,7 +99,21 @@ def assign_splits(labels, *, fractions=(60, 20, 20), seed: int = 0, groups=None)
 
 def split(table, *, label: str | None = "label", fractions=(60, 20, 20), seed: int = 0,
           group_by: str | None = None, column: str = "split"):
-    """A copy of a CrystalTable with a ``split`` column (see :func:`assign_splits`)."""
+    """A copy of a CrystalTable with a split column (see :func:`assign_splits`).
+
+    Args:
+        table: the CrystalTable.
+        label: the column to stratify by; None for an unstratified split.
+        fractions, seed: train/val/test proportions; random state.
+        group_by: a column whose values never span two splits (e.g. ``formula``), or None.
+        column: the name of the new column.
+
+    Returns:
+        The new CrystalTable.
+
+    Raises:
+        ValueError: the label or group column is not in the table.
+    """
     frame = table.frame.copy()
     if label is not None and label not in frame.columns:
         raise ValueError(f"label column {label!r} not in the table (columns: {', '.join(frame.columns)})")
@@ -114,7 +149,19 @@ def check_leakage(table, *, split_column: str = "split", near: bool = True,
     "identical": same cell and sites within 1 % (same crystal, possibly a copy);
     "near-identical": matches at pymatgen's default tolerances with volume scaling (same
     structure type and arrangement, e.g. the same material from two relaxations). Only rows of
-    the same reduced formula can match. Composition overlap between splits is summarised too.
+    the same formula can match. Composition overlap between splits is summarised too.
+
+    Args:
+        table: a CrystalTable with a split column.
+        split_column: the split column.
+        near: also look for near-identical pairs.
+        near_tolerances: StructureMatcher options for near-identical (default :data:`NEAR`).
+
+    Returns:
+        A :class:`LeakageReport`.
+
+    Raises:
+        ValueError: no split column.
     """
     from pymatgen.analysis.structure_matcher import StructureMatcher
 

@@ -118,7 +118,20 @@ class CrystalTable:
     @classmethod
     def read(cls, path, *, id_column: str | None = None, formula_column: str | None = None,
              cif_column: str | None = None, parse: bool = True) -> "CrystalTable":
-        """Read .parquet, .csv, .csv.gz or .jsonl and validate every row (see module doc)."""
+        """Read .parquet, .csv, .csv.gz or .jsonl and validate every row (see module doc).
+
+        Args:
+            path: the table file.
+            id_column, formula_column, cif_column: the columns to use; None detects them (:meth:`from_frame`).
+            parse: parse the CIFs now (see :meth:`from_frame`).
+
+        Returns:
+            The table; refused rows are in ``errors``.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: a named column is missing, or the table has neither a formula nor a structure column.
+        """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"table not found: {path}")
@@ -131,9 +144,23 @@ class CrystalTable:
                    cif_column: str | None = None, parse: bool = True) -> "CrystalTable":
         """Validate a frame into a table. Columns are auto-detected unless named.
 
-        A structure column may hold CIF text or pymatgen/ASE objects (stored back as CIF).
-        ``parse=False`` skips parsing CIFs now (faster; bad CIFs then surface in
-        :meth:`structures` as None) — formulas are still checked.
+        A row is refused (sent to ``errors``) for a duplicate id, an unparsable formula or CIF, or neither a
+        formula nor a structure; without a formula, it comes from the structure. Without an id column, ids are
+        the row positions. Other columns are kept.
+
+        Args:
+            df: the input frame.
+            id_column, formula_column, cif_column: the columns to use; None looks for the usual names
+                (:data:`ID_COLUMNS`, :data:`FORMULA_COLUMNS`, :data:`CIF_COLUMNS`). The structure column may hold
+                CIF text or pymatgen/ASE objects (stored back as CIF).
+            parse: ``False`` skips parsing CIFs now (faster; bad CIFs then surface in :meth:`structures`
+                as None) — formulas are still checked.
+
+        Returns:
+            The table with ``id``, ``formula``, ``cif`` (when there is a structure column) and the other columns.
+
+        Raises:
+            ValueError: a named column is missing, or there is neither a formula nor a structure column.
         """
         df = df.rename(columns=str)
         cols = list(df.columns)
@@ -189,7 +216,16 @@ class CrystalTable:
     @classmethod
     def from_structures(cls, structures: Iterable[Any], ids: Iterable[str] | None = None,
                         **columns: Iterable[Any]) -> "CrystalTable":
-        """Table from in-memory structures (pymatgen, ASE, dicts) plus optional columns."""
+        """Table from in-memory structures (pymatgen, ASE, dicts) plus optional columns.
+
+        Args:
+            structures: the structures.
+            ids: one id per structure (default: "0", "1", …).
+            **columns: further columns, one value per structure; ``formula`` is used as the formula column.
+
+        Returns:
+            The validated table (:meth:`from_frame`).
+        """
         structures = list(structures)
         frame = pd.DataFrame({"id": list(ids) if ids is not None else [str(i) for i in range(len(structures))],
                               "structure": structures, **{k: list(v) for k, v in columns.items()}})
@@ -205,13 +241,21 @@ class CrystalTable:
         return f"CrystalTable({len(self)} rows, {n_struct} with structure, {len(self.errors)} refused)"
 
     def has_structure(self) -> np.ndarray:
-        """Bool per row: the row has CIF text."""
+        """Bool per row: the row has CIF text.
+
+        Returns:
+            A boolean array (all False without a ``cif`` column).
+        """
         if "cif" not in self.frame.columns:
             return np.zeros(len(self.frame), dtype=bool)
         return np.array([not _missing(c) for c in self.frame["cif"]], dtype=bool)
 
     def structures(self) -> list[Structure | None]:
-        """pymatgen Structure or None per row; each CIF is parsed once and cached by id."""
+        """pymatgen Structure or None per row; each CIF is parsed once and cached by id.
+
+        Returns:
+            One Structure per row; None where there is no CIF or it does not parse.
+        """
         if "cif" not in self.frame.columns:
             return [None] * len(self.frame)
         out: list[Structure | None] = []
@@ -225,18 +269,36 @@ class CrystalTable:
         return out
 
     def subset(self, rows) -> "CrystalTable":
-        """Rows selected by a boolean mask or positions; shares the parsed-structure cache."""
+        """Rows selected by a boolean mask or positions; shares the parsed-structure cache.
+
+        Args:
+            rows: a boolean mask or row positions.
+
+        Returns:
+            The new table (with the same ``errors``).
+        """
         rows = np.asarray(rows)
         frame = self.frame[rows] if rows.dtype == bool else self.frame.iloc[rows]
         return CrystalTable(frame, self.errors, self._cache)
 
     def with_frame(self, frame: pd.DataFrame) -> "CrystalTable":
-        """The same table with a new frame (e.g. added columns); the cache is shared."""
+        """The same table with a new frame (e.g. added columns); the cache is shared.
+
+        Args:
+            frame: the new frame.
+
+        Returns:
+            The new table (with the same ``errors``).
+        """
         return CrystalTable(frame, self.errors, self._cache)
 
     # ---- output -----------------------------------------------------------------------------
     def write(self, path) -> None:
-        """Write atomically (temp file + rename); format from the extension."""
+        """Write the frame atomically (temp file + rename); format from the extension. ``errors`` is not written.
+
+        Args:
+            path: the file (.parquet, .csv, .csv.gz, .json or .jsonl).
+        """
         io_files.write_table(self.frame, path)
 
 

@@ -39,7 +39,17 @@ def consistency(means: np.ndarray, threshold: float = 0.5) -> dict:
 
 
 def pool_means(pool: np.ndarray, size: int, repeats: int, seed: int) -> np.ndarray:
-    """(n, M) per-rotation probabilities → (n, repeats) bootstrap means of ``size`` draws."""
+    """(n, M) per-rotation probabilities → (n, repeats) bootstrap means of ``size`` draws.
+
+    Args:
+        pool: per-crystal probabilities of M rotations, shape (n, M).
+        size: draws per ensemble (with replacement).
+        repeats: ensembles per crystal.
+        seed: seeds the draws, together with ``size``.
+
+    Returns:
+        An (n, repeats) array of ensemble means.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([seed, size, 0x5EED]))
     idx = rng.integers(0, pool.shape[1], size=(pool.shape[0], repeats, size))
     return np.take_along_axis(pool[:, None, :], idx, axis=2).mean(axis=2)
@@ -52,8 +62,27 @@ def _crystal_probabilities(model, imager: CrystalImager, angles: np.ndarray) -> 
 def ensemble_study(model, structures, ids, *, sizes=PAPER_SIZES, repeats: int = 10, seed: int = 0,
                    threshold: float = 0.5, mode: str = "pool", pool_size: int = 200,
                    samplers=("haar",), progress: bool = False) -> dict:
-    """Table I for each sampler. ``structures``/``ids`` are aligned lists; returns a JSON-ready
-    dict with a row per (sampler, E) and, for the pool mode, the pool size."""
+    """Table I for each sampler (see the module doc).
+
+    Args:
+        model: the loaded voxel model.
+        structures, ids: aligned lists of structures and crystal ids (ids key the rotations).
+        sizes: the ensemble sizes E.
+        repeats: ensembles R per crystal and size, at least 2.
+        seed: seed of the rotations and of the bootstrap.
+        threshold: likelihood at which a crystal is labelled positive.
+        mode: ``pool`` (bootstrap from ``pool_size`` rotations) or ``fresh``.
+        pool_size: rotations per crystal in the pool mode.
+        samplers: rotation samplers; the pool mode takes only ``("haar",)``.
+        progress: a progress bar over crystals.
+
+    Returns:
+        A JSON-ready dict with a row per (sampler, E) (:func:`consistency`) and, for the pool mode, the pool
+        size and each crystal's mean pool likelihood.
+
+    Raises:
+        ValueError: an unknown mode, ``repeats`` < 2, or a sampler other than haar in the pool mode.
+    """
     if mode not in ("pool", "fresh"):
         raise ValueError(f"mode must be pool or fresh, not {mode!r}")
     if repeats < 2:
@@ -94,7 +123,16 @@ def ensemble_study(model, structures, ids, *, sizes=PAPER_SIZES, repeats: int = 
 
 
 def smallest_sufficient_size(rows: list[dict], sampler: str, target_pct: float) -> int | None:
-    """Smallest E whose consistent % reaches ``target_pct`` for ``sampler`` (None if none does)."""
+    """Smallest E whose consistent % reaches ``target_pct`` for ``sampler``.
+
+    Args:
+        rows: the ``rows`` of :func:`ensemble_study`.
+        sampler: the sampler to look at.
+        target_pct: the consistent percentage to reach.
+
+    Returns:
+        That E, or None if none does.
+    """
     ok = [r["E"] for r in rows if r["sampler"] == sampler and r["consistent_pct"] >= target_pct]
     return min(ok) if ok else None
 

@@ -30,7 +30,17 @@ def regression_metrics(y_true, y_pred) -> dict:
 
 
 def roc_points(y, p, max_points: int = 200) -> dict:
-    """The ROC curve (thinned to at most ``max_points`` for JSON)."""
+    """The ROC curve (thinned to at most ``max_points`` for JSON).
+
+    Args:
+        y: binary labels.
+        p: scores; rows with a NaN score are left out.
+        max_points: the most points kept (evenly spaced along the curve).
+
+    Returns:
+        {"fpr", "tpr", "thresholds"} lists (thresholds clipped to [0, 1]); empty lists when only one class
+        is present.
+    """
     from sklearn.metrics import roc_curve
 
     y, p = np.asarray(y).astype(int), np.asarray(p, float)
@@ -50,8 +60,20 @@ def is_binary(values) -> bool:
 
 
 def evaluate_scores(y_true, scores, *, threshold: float = 0.5, task: str | None = None) -> dict:
-    """Metrics of ``scores`` against ``y_true``: classification (binary labels, scores in [0, 1])
-    or regression; ``task`` forces one."""
+    """Metrics of ``scores`` against ``y_true``: classification or regression.
+
+    Rows without a label are left out.
+
+    Args:
+        y_true: labels or targets.
+        scores: predicted likelihoods (classification) or values (regression).
+        threshold: likelihood at which a row is predicted positive.
+        task: ``classification`` or ``regression``; default: classification when ``y_true`` holds only 0 and 1.
+
+    Returns:
+        {"task", "metrics"} and, for classification, also the ROC points, the number of unscored rows, a
+        25-bin likelihood histogram per class and the mean likelihood per class.
+    """
     task = task or ("classification" if is_binary(y_true) else "regression")
     y = np.asarray(pd.to_numeric(pd.Series(y_true), errors="coerce"), float)
     p = np.asarray(scores, float)
@@ -74,8 +96,18 @@ def predict_table(model, table, *, ensemble: int = 20, seed: int = 0, threshold:
                   sampler: str | None = None, structures=None, workers: int = 1, progress: bool = False) -> pd.DataFrame:
     """Voxel-model predictions for every row of a CrystalTable, aligned with its rows.
 
-    ``structures`` replaces the table's own (e.g. compressed copies); rows without a structure
-    get status "error" and a message, and the rest is predicted.
+    Rows without a structure get status "error" and a message, and the rest is predicted.
+
+    Args:
+        model: the loaded model (or what :func:`cosynth.predict.predict` accepts).
+        table: the CrystalTable (its ``id`` column names the crystals).
+        ensemble, seed, threshold, sampler: rotations per crystal, rotation seed, decision threshold and
+            rotation sampler (None: the model's own).
+        structures: replaces the table's own (e.g. compressed copies), aligned with its rows.
+        workers, progress: image-building processes; a progress bar.
+
+    Returns:
+        A frame with id, likelihood, std, consistent, status and error columns, one row per table row.
     """
     from cosynth.predict import predict
 
@@ -104,7 +136,23 @@ def predict_table(model, table, *, ensemble: int = 20, seed: int = 0, threshold:
 def evaluate_model(model, table, label: str, *, ensemble: int = 20, seed: int = 0, threshold: float = 0.5,
                    sampler: str | None = None, run_dir=None, out_dir=None, workers: int = 1,
                    title: str | None = None, progress: bool = False) -> dict:
-    """Predict ``model`` on a labelled CrystalTable (or path) and evaluate it."""
+    """Predict ``model`` on a labelled CrystalTable (or path) and evaluate it.
+
+    Args:
+        model: a model file or name (:func:`load_model`).
+        table: a CrystalTable or a table path.
+        label: the label column.
+        ensemble, seed, threshold, sampler: as in :func:`predict_table`.
+        run_dir: a training run folder; its ``history.csv`` gives learning curves in the report.
+        out_dir: write the report here (:func:`write_evaluation`); None writes nothing.
+        workers, title, progress: image-building processes; the report's title; a progress bar.
+
+    Returns:
+        The :func:`evaluate_scores` result with model, ensemble, seed, rows and errors added.
+
+    Raises:
+        ValueError: no label column.
+    """
     from cosynth.data.table import CrystalTable, read_table
     from cosynth.models.registry import load_model
 
@@ -134,6 +182,17 @@ def _history(run_dir, meta) -> pd.DataFrame | None:
 
 def write_evaluation(result: dict, predictions: pd.DataFrame, label: str, out_dir, *, history=None,
                      score_column: str = "likelihood", title: str | None = None) -> None:
+    """Write ``evaluate.json``, ``predictions.csv``, figures and ``evaluate.html`` to ``out_dir``.
+
+    Args:
+        result: the :func:`evaluate_scores` result.
+        predictions: per-row predictions with the label and score columns.
+        label: the label column of ``predictions``.
+        out_dir: output folder, created if missing.
+        history: per-epoch training history for learning curves, or None.
+        score_column: the score column of ``predictions``.
+        title: the page title (default "Evaluation").
+    """
     from cosynth.io.files import atomic_write_json
     from cosynth.report import figures
     from cosynth.report.html import HtmlReport

@@ -61,8 +61,22 @@ def _cached_predictions(cache: Path | None, key: str, compute) -> pd.DataFrame:
 def table_predictions(model_name: str, model, net, table_name: str, table, *, ensemble: int, seed: int,
                       threshold: float = 0.5, cache: Path | None = None, workers: int = 1) -> pd.DataFrame:
     """Predictions of one model on one table, read from ``cache`` when an earlier run (of any
-    command using this key) already computed them. ``model`` is the path or object the
-    fingerprint is taken from, ``net`` the loaded network."""
+    command using this key) already computed them.
+
+    The cache key joins the names, ``ensemble``, ``seed`` and :func:`cache_fingerprint`.
+
+    Args:
+        model_name, table_name: names used in the cache key.
+        model: the path or object the fingerprint is taken from.
+        net: the loaded network.
+        table: the CrystalTable.
+        ensemble, seed, threshold: as in :func:`predict_table`.
+        cache: the cache folder, or None for no cache.
+        workers: image-building processes.
+
+    Returns:
+        The :func:`predict_table` frame.
+    """
     key = f"{model_name}__{table_name}__E{ensemble}_s{seed}_{cache_fingerprint(model, table)}"
     return _cached_predictions(cache, key, lambda: predict_table(
         net, table, ensemble=ensemble, seed=seed, threshold=threshold, workers=workers))
@@ -88,7 +102,23 @@ def _metric_row(y, p, threshold) -> dict:
 
 def cross_evaluate(models: dict, tables: dict, label: str, *, ensemble: int = 20, seed: int = 0,
                    threshold: float = 0.5, out_dir=None, workers: int = 1) -> pd.DataFrame:
-    """Every model on every labelled table: one row per (model, table) with all metrics."""
+    """Every model on every labelled table: one row per (model, table) with all metrics.
+
+    Args:
+        models: name → model file or object.
+        tables: name → CrystalTable or table path.
+        label: the label column (every table must have it).
+        ensemble, seed, threshold: as in :func:`predict_table`.
+        out_dir: predictions are cached under ``out_dir/predictions``; None caches nothing.
+        workers: image-building processes.
+
+    Returns:
+        A frame with model, table, the :data:`METRIC_COLUMNS`, n, mean likelihood per class and the confusion
+        counts.
+
+    Raises:
+        ValueError: a table has no label column.
+    """
     nets, tabs = _load(models, tables)
     cache = None if out_dir is None else Path(out_dir) / "predictions"
     if cache is not None:
@@ -123,10 +153,25 @@ def volume_sweep(models: dict, table, label: str, *, factors=DEFAULT_FACTORS, en
                  table_name: str | None = None) -> tuple[pd.DataFrame, dict]:
     """Metrics and mean likelihood per class for each model at each volume factor.
 
-    Returns the table of rows (model, factor, metrics…) and the densities before and after each
-    scaling (for the figures). Volume factor 0.45 is the paper's "55 % compression".
-    With ``table_name``, factor 1.0 reuses (and fills) the cache entry that :func:`cross_evaluate`
-    uses for that table under that name, so the unscaled predictions are computed once.
+    Volume factor 0.45 is the paper's "55 % compression".
+
+    Args:
+        models: name → model file or object.
+        table: a CrystalTable or table path.
+        label: the label column.
+        factors: volume factors (each cell volume is multiplied by it).
+        ensemble, seed, threshold: as in :func:`predict_table`.
+        out_dir: predictions are cached under ``out_dir/predictions``; None caches nothing.
+        workers: image-building processes.
+        table_name: with it, factor 1.0 reuses (and fills) the cache entry that :func:`cross_evaluate`
+            uses for that table under that name, so the unscaled predictions are computed once.
+
+    Returns:
+        The table of rows (model, volume_factor, metrics…) and {"labels", "density": factor → densities}:
+        the densities before and after each scaling (for the figures).
+
+    Raises:
+        ValueError: no label column.
     """
     nets, tabs = _load(models, {"table": table})
     tab = tabs["table"]
@@ -158,6 +203,13 @@ def volume_sweep(models: dict, table, label: str, *, factors=DEFAULT_FACTORS, en
 
 
 def write_cross(df: pd.DataFrame, out_dir, title: str = "Cross-evaluation") -> None:
+    """Write ``cross_evaluation.json``, a heat-map figure and ``cross_evaluation.html`` to ``out_dir``.
+
+    Args:
+        df: the :func:`cross_evaluate` frame.
+        out_dir: output folder, created if missing.
+        title: the page title.
+    """
     from cosynth.io.files import atomic_write_json
     from cosynth.report.html import HtmlReport
 
@@ -188,6 +240,14 @@ def write_cross(df: pd.DataFrame, out_dir, title: str = "Cross-evaluation") -> N
 
 
 def write_sweep(df: pd.DataFrame, densities: dict, out_dir, title: str = "Volume sweep") -> None:
+    """Write ``volume_sweep.json``, the figures and ``volume_sweep.html`` to ``out_dir``.
+
+    Args:
+        df: the rows of :func:`volume_sweep`.
+        densities: the densities of :func:`volume_sweep`.
+        out_dir: output folder, created if missing.
+        title: the page title.
+    """
     from cosynth.io.files import atomic_write_json
     from cosynth.report import figures
     from cosynth.report.html import HtmlReport

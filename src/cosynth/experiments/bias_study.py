@@ -125,7 +125,19 @@ class Stages:
 
 # ---- stages -----------------------------------------------------------------------------------
 def build_datasets(data_root: Path, work: Path, config: StudyConfig) -> dict[str, Path]:
-    """Both datasets (and their cards) under ``work/data``; existing tables are reused."""
+    """Both datasets (and their cards) under ``work/data``; existing tables are reused.
+
+    In quick mode each table is cut to at most ``quick_rows_per_cell`` rows per (split, label), and the
+    mixed set is built without the card's scaling comparison.
+
+    Args:
+        data_root: the shared data folder.
+        work: the study's work folder.
+        config: the study settings (seed, number of mixed-source formulas, quick mode).
+
+    Returns:
+        {"single_source", "mixed_source"} → table paths.
+    """
     from cosynth.data.builders import build_mixed_source, build_single_source
 
     out = work / "data"
@@ -168,7 +180,19 @@ def mitigate(paths: dict[str, Path], config: StudyConfig) -> Path:
 
 
 def audit_all(paths: dict[str, Path], report: Path, work: Path) -> dict:
-    """Fig. 2 analogue: class and source distributions of every descriptor, with verdicts."""
+    """Fig. 2 analogue: class and source distributions of every descriptor, with verdicts.
+
+    Audits the single-source set (by ``structure_source``), the mixed set and its volume-normalised copy
+    (by ``source``).
+
+    Args:
+        paths: dataset name → table path (with ``mixed_source_volnorm``).
+        report: the report folder; each audit is written to ``report/audit/<name>``.
+        work: the work folder; descriptors are cached in ``work/descriptors``.
+
+    Returns:
+        Dataset name → :func:`audit_table` result.
+    """
     from cosynth.audit.audit import audit_table
 
     results = {}
@@ -180,7 +204,23 @@ def audit_all(paths: dict[str, Path], report: Path, work: Path) -> dict:
 
 
 def train_arm(arm: str, table: Path, work: Path, config: StudyConfig) -> Path:
-    """Train (or resume, or reuse) one arm's model; returns its run folder."""
+    """Train (or resume, or reuse) one arm's model.
+
+    A run counts as done when its model was exported after its last checkpoint and it has all its epochs
+    (or, under a time cap, whenever it was exported).
+
+    Args:
+        arm: the arm's name (a key of the config's ``epochs`` and ``lr``).
+        table: the arm's training table.
+        work: the work folder; the run goes to ``work/models/<arm>``.
+        config: the study settings.
+
+    Returns:
+        The run folder.
+
+    Raises:
+        ValueError: an existing run was trained at another learning rate.
+    """
     from cosynth.training.voxel import TrainConfig, train_voxel
 
     run = work / "models" / arm
@@ -223,7 +263,17 @@ def test_tables(paths: dict[str, Path]) -> dict:
 
 
 def cross_evaluation(runs: dict[str, Path], tests: dict, work: Path, config: StudyConfig) -> pd.DataFrame:
-    """Every model on every test set (own and swapped), predictions cached in the work folder."""
+    """Every model on every test set (own and swapped), predictions cached in the work folder.
+
+    Args:
+        runs: arm → run folder (with ``model.pt``).
+        tests: test set name → CrystalTable.
+        work: the work folder (cache under ``work/predictions``).
+        config: the study settings (ensemble, seed, workers).
+
+    Returns:
+        The :func:`cross_evaluate` frame.
+    """
     from cosynth.evaluate.stress import cross_evaluate
 
     return cross_evaluate({arm: run / "model.pt" for arm, run in runs.items()}, tests, LABEL,
@@ -231,7 +281,18 @@ def cross_evaluation(runs: dict[str, Path], tests: dict, work: Path, config: Stu
 
 
 def own_evaluations(runs: dict[str, Path], tests: dict, work: Path, report: Path, config: StudyConfig) -> dict:
-    """Fig. 3 per arm: ROC, metrics, likelihood histograms, learning curves (cached predictions)."""
+    """Fig. 3 per arm: ROC, metrics, likelihood histograms, learning curves (cached predictions).
+
+    Args:
+        runs: arm → run folder (with ``model.pt`` and ``history.csv``).
+        tests: test set name → CrystalTable; each arm is evaluated on ``"<arm> test"``.
+        work: the work folder (prediction cache).
+        report: the report folder; each arm's page goes to ``report/evaluate/<arm>``.
+        config: the study settings (ensemble, seed, workers).
+
+    Returns:
+        Arm → :func:`evaluate_scores` result with model, ensemble, seed and rows added.
+    """
     from cosynth.evaluate.evaluate import evaluate_scores, write_evaluation
     from cosynth.evaluate.stress import table_predictions
     from cosynth.models.registry import load_model
@@ -253,7 +314,18 @@ def own_evaluations(runs: dict[str, Path], tests: dict, work: Path, report: Path
 
 
 def compression(runs: dict[str, Path], tests: dict, work: Path, report: Path, config: StudyConfig):
-    """Fig. 4 generalised: every model on the single-source test set at several volume factors."""
+    """Fig. 4 generalised: every model on the single-source test set at several volume factors.
+
+    Args:
+        runs: arm → run folder (with ``model.pt``).
+        tests: test set name → CrystalTable (uses ``"single test"``).
+        work: the work folder (prediction cache).
+        report: the report folder; the sweep is written to ``report/compression``.
+        config: the study settings (volume factors, ensemble, seed, workers).
+
+    Returns:
+        The :func:`volume_sweep` frame and densities.
+    """
     from cosynth.evaluate.stress import volume_sweep, write_sweep
 
     df, densities = volume_sweep({arm: run / "model.pt" for arm, run in runs.items()}, tests["single test"], LABEL,
@@ -264,7 +336,20 @@ def compression(runs: dict[str, Path], tests: dict, work: Path, report: Path, co
 
 
 def ensemble_size(run: Path, tests: dict, report: Path, config: StudyConfig) -> dict:
-    """Table I on the single-source model's test set (bootstrap from a pool of rotations)."""
+    """Table I on the single-source model's test set (bootstrap from a pool of rotations).
+
+    A result already in ``report/ensemble`` is reused when its pool size, repeats, sizes and the
+    model/table fingerprint match.
+
+    Args:
+        run: the single-source run folder (with ``model.pt``).
+        tests: test set name → CrystalTable (uses ``"single test"``; rows without a structure are left out).
+        report: the report folder; the study is written to ``report/ensemble``.
+        config: the study settings (ensemble sizes, repeats, pool size, seed).
+
+    Returns:
+        The :func:`ensemble_study` result with its ``fingerprint``.
+    """
     from cosynth.evaluate.ensemble import ensemble_study, write_study
     from cosynth.evaluate.stress import cache_fingerprint
     from cosynth.models.registry import load_model
@@ -293,7 +378,20 @@ def ensemble_size(run: Path, tests: dict, report: Path, config: StudyConfig) -> 
 # ---- the whole study --------------------------------------------------------------------------
 def reproduce(out: Path, *, work: Path | None = None, data_root: Path | None = None,
               config: StudyConfig | None = None) -> dict:
-    """Run (or resume) every stage and write the report to ``out``; returns the report's JSON."""
+    """Run (or resume) every stage and write the report to ``out``.
+
+    Args:
+        out: the report folder.
+        work: the work folder (default ``runs/bias-study``, or ``runs/bias-study-quick`` in quick mode).
+        data_root: the shared data folder (default: the configured one).
+        config: the study settings (default :class:`StudyConfig`).
+
+    Returns:
+        The report's JSON.
+
+    Raises:
+        FileNotFoundError: the shared data folder is missing.
+    """
     config = config or StudyConfig()
     out, data_root = Path(out), config_data_root(data_root, must_exist=False)
     work = Path(work or ("runs/bias-study-quick" if config.is_quick else "runs/bias-study"))
@@ -339,7 +437,20 @@ def parse_epochs(text, defaults: dict) -> dict:
 
 
 def parse_per_arm(text, defaults: dict, convert, option: str) -> dict:
-    """One value for every arm (``"50"``) or some arms by name (``"mixed=80,single=60"``)."""
+    """One value for every arm (``"50"``) or some arms by name (``"mixed=80,single=60"``).
+
+    Args:
+        text: the option's text.
+        defaults: arm → value, kept for arms not named.
+        convert: ``convert(text, option)`` turns one value's text into the value.
+        option: the option's name, for messages.
+
+    Returns:
+        Arm → value.
+
+    Raises:
+        ValueError: an unknown arm name (or what ``convert`` raises).
+    """
     text = str(text).strip()
     if "=" not in text:
         return {arm: convert(text, option) for arm in ARMS}

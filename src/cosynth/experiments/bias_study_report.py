@@ -94,7 +94,17 @@ def dataset_summary(paths: dict[str, Path]) -> dict:
 # Columns of the single-source table that score a crystal without looking at its voxel image; their AUC
 # on the test split says how much of the label any structure model can hope to recover on this data.
 def interpretation(cross: pd.DataFrame, sweep: pd.DataFrame, audits: dict, signal: list[dict] = ()) -> list[str]:
-    """Plain sentences read off the numbers (never written by hand, so they stay true)."""
+    """Plain sentences read off the numbers (never written by hand, so they stay true).
+
+    Args:
+        cross: the cross-evaluation frame (model, table, metrics).
+        sweep: the volume-sweep frame; factor 0.45 is read for the compression sentences.
+        audits: dataset name → audit result (for the flagged descriptors).
+        signal: the :func:`label_signal` rows; empty leaves the signal sentences out.
+
+    Returns:
+        The sentences, in report order.
+    """
     def get(model, test, metric, factor=1.0):
         hit = (cross[(cross.model == model) & (cross.table == test)] if factor == 1.0
                else sweep[(sweep.model == model) & np.isclose(sweep.volume_factor, factor)])
@@ -154,6 +164,25 @@ def interpretation(cross: pd.DataFrame, sweep: pd.DataFrame, audits: dict, signa
 
 def write_report(out: Path, work: Path, config: StudyConfig, paths, audits, runs, cross, own, sweep, densities,
                  ensemble, stages: Stages) -> dict:
+    """Write the study's report to ``out``: ``summary.html``, ``index.html`` (the summary and every stage's page
+    combined), ``bias_study.json``, ``README.md`` and learning-curve figures.
+
+    Args:
+        out: the report folder.
+        work: the work folder (descriptor cache for :func:`label_signal`).
+        config: the study settings.
+        paths: dataset name → table path.
+        audits: dataset name → audit result.
+        runs: arm → run folder (with ``history.csv`` and ``config.json``).
+        cross: the cross-evaluation frame.
+        own: arm → own-test evaluation (not used in the report).
+        sweep, densities: the volume sweep's frame and densities.
+        ensemble: the ensemble-size study result.
+        stages: wall time per stage.
+
+    Returns:
+        The report's JSON (also ``bias_study.json``).
+    """
     from cosynth.io.files import atomic_write_json, atomic_write_text
     from cosynth.report import figures
     from cosynth.report.html import HtmlReport, combine

@@ -53,7 +53,16 @@ def load_splits(dataset: str, data_root=None) -> dict[str, pd.DataFrame]:
 
 
 def subsample(splits: dict[str, pd.DataFrame], n: int | None, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """At most ``n`` training rows (val/test ``n // 2``), chosen by seed — for quick runs."""
+    """At most ``n`` training rows (val/test ``n // 2``, at least 1), chosen by seed — for quick runs.
+
+    Args:
+        splits: split name → frame.
+        n: the most training rows; None returns ``splits`` unchanged.
+        seed: random state of the draw.
+
+    Returns:
+        Split name → subsampled frame (rows in their original order, index reset).
+    """
     if n is None:
         return splits
     out = {}
@@ -65,7 +74,21 @@ def subsample(splits: dict[str, pd.DataFrame], n: int | None, seed: int = 0) -> 
 
 def run_table1(dataset: str, out_dir, *, modes=MODES, seeds=range(5), config: FitConfig | None = None,
                data_root=None, max_train: int | None = None, verbose: bool = True, cache=None) -> pd.DataFrame:
-    """Train every (seed, mode) into ``out_dir/<mode>/seed<k>``; one row of metrics per run."""
+    """Train every (seed, mode) into ``out_dir/<mode>/seed<k>``; one row of metrics per run.
+
+    Args:
+        dataset: the COSNet dataset name.
+        out_dir: the runs' parent folder.
+        modes, seeds: the modes and seeds to train.
+        config: fit settings (default :class:`FitConfig`); mode and seed are set per run.
+        data_root: the shared data folder (default: the configured one).
+        max_train: at most this many training rows (:func:`subsample`), or None for all.
+        verbose: print a line per run.
+        cache: passed to :func:`fit`.
+
+    Returns:
+        One row per run: dataset, mode, seed and the run's metrics.
+    """
     config = config or FitConfig()
     splits = subsample(load_splits(dataset, data_root), max_train)
     rows = []
@@ -128,7 +151,16 @@ def summarize_alignment(out_dir, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def weight_table(out_dir, runs: pd.DataFrame, mode: str = "bimodal_aug") -> pd.DataFrame:
-    """Test-row composition weights (all seeds) of one mode, with whether the structure was seen."""
+    """Test-row composition weights (all seeds) of one mode, with whether the structure was seen.
+
+    Args:
+        out_dir: the runs' parent folder (``out_dir/<mode>/seed<k>/predictions.csv``).
+        runs: the :func:`run_table1` frame (gives the seeds).
+        mode: the mode to read.
+
+    Returns:
+        The test rows of every seed's ``predictions.csv`` with a ``seed`` column; empty when there are none.
+    """
     frames = []
     for seed in runs.loc[runs["mode"] == mode, "seed"]:
         path = Path(out_dir) / mode / f"seed{seed}" / "predictions.csv"
@@ -142,7 +174,22 @@ def run_fraction_study(out_dir, *, fractions=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), see
                        data_root=None, target: str = "formation_energy_per_atom", max_rows: int | None = 1500,
                        verbose: bool = True, cache=None) -> pd.DataFrame:
     """Test MAE versus the share of rows that keep their structure (every split), bimodal + augmentation,
-    on an MP property with a structure for every row."""
+    on an MP property with a structure for every row (:func:`load_mp_property`).
+
+    Args:
+        out_dir: the runs' parent folder (``out_dir/fraction<pct>/seed<k>``).
+        fractions: shares of rows that keep their structure.
+        seeds: seeds to train.
+        config: fit settings; mode, seed and structure fraction are set per run.
+        data_root: the shared data folder (default: the configured one).
+        target: the MP property.
+        max_rows: at most this many rows of the property table, or None for all.
+        verbose: print a line per run.
+        cache: passed to :func:`fit`.
+
+    Returns:
+        One row per (fraction, seed): test MAE (all rows and rows with structure), n_train, n_test, train_seconds.
+    """
     from cosynth.data.cosnet_splits import load_mp_property
 
     splits = load_mp_property(config_data_root(data_root), target, max_rows=max_rows)
@@ -188,6 +235,19 @@ def coverage(splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def make_figures(fig_dir: Path, dataset: str, table: pd.DataFrame, weights: pd.DataFrame,
                  fraction: pd.DataFrame | None) -> dict[str, str]:
+    """Draw the report's figures into ``fig_dir``: Table 1 MAE bars with the paper's values, composition
+    weights (when ``weights`` has ``w_c``) and MAE versus structure fraction (when given).
+
+    Args:
+        fig_dir: the figure folder, created if missing.
+        dataset: the dataset name (picks the paper's values).
+        table: the :func:`summarize_table1` frame.
+        weights: the weight tables of the bimodal modes with a ``mode`` column.
+        fraction: the :func:`run_fraction_study` frame, or None.
+
+    Returns:
+        Figure key (``table1``, ``weights``, ``fraction``) → path relative to the report folder.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,8 +308,25 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
               weight_decay=None, data_root=None, fraction_study: bool = True, verbose: bool = True) -> dict:
     """Train (or read back) the three modes over seeds, analyse them and write the report.
 
-    Writes ``out/report.md``, ``out/report.json`` and ``out/figures/*.png``; returns the JSON dict.
-    ``quick`` trains on small subsets for 2 epochs (minutes, for CI); its numbers are not results.
+    Writes ``out/report.md``, ``out/report.json`` and ``out/figures/*.png``.
+
+    Args:
+        dataset: the COSNet dataset name.
+        quick: train on small subsets for 2 epochs (minutes, for CI); its numbers are not results.
+        out: the report folder (default ``reports/cosnet/<dataset>``, ``reports/cosnet-quick/<dataset>`` in quick
+            mode).
+        runs: the runs' folder (default ``runs/cosnet`` or ``runs/cosnet-quick``).
+        seeds: the number of seeds (seeds 0 … seeds-1); None takes the mode's default.
+        epochs, weight_decay: training settings; None takes the mode's defaults.
+        data_root: the shared data folder (default: the configured one).
+        fraction_study: also run :func:`run_fraction_study`.
+        verbose: print a line per run.
+
+    Returns:
+        The report's JSON dict.
+
+    Raises:
+        ValueError: an unknown dataset.
     """
     import platform
     import sys
@@ -319,6 +396,18 @@ FULL = dict(seeds=5, epochs=60, weight_decay=1e-4, max_train=None, batch_size=12
 
 
 def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.DataFrame, fraction) -> str:
+    """The report's Markdown.
+
+    Args:
+        r: the report's JSON dict.
+        table: the :func:`summarize_table1` frame.
+        align: the alignment R² frame.
+        cov: the structure coverage frame.
+        fraction: the :func:`run_fraction_study` frame, or None.
+
+    Returns:
+        The Markdown text.
+    """
     ds, unit = r["dataset"], r["unit"]
     paper = r["paper_table1"] or {}
     lines = [f"# COSNet reproduction — {ds}" + (" (QUICK MODE: smoke test, not results)" if r["quick"] else ""), ""]

@@ -44,7 +44,18 @@ def named_model(spec: str, seed: int = 0) -> tuple[str, VoxelCNN]:
 def conv_features(models: dict[str, VoxelCNN], imagers, ids, *, rotations: int = ROTATIONS, seed: int = 0,
                   batch_size: int = 16) -> dict[str, np.ndarray]:
     """Per model, (n, 2F): each filter's max and mean over the final 2³ cells, averaged over ``rotations``
-    seeded random rotations per crystal (the same images for every model)."""
+    seeded random rotations per crystal (the same images for every model).
+
+    Args:
+        models: name → voxel model (used frozen, without gradients).
+        imagers, ids: aligned crystal imagers and ids (ids key the rotations).
+        rotations: rotations per crystal.
+        seed: rotation seed.
+        batch_size: crystals per batch.
+
+    Returns:
+        Model name → (n, 2F) feature array.
+    """
     from cosynth.represent.voxel import crystal_rng, sample_rotations
 
     n = len(imagers)
@@ -66,9 +77,25 @@ def conv_features(models: dict[str, VoxelCNN], imagers, ids, *, rotations: int =
 def probe(table, models: dict[str, VoxelCNN], *, label: str = "label", split_column: str = "split",
           id_column: str | None = None, structure_column: str | None = None, rotations: int = ROTATIONS,
           seed: int = 0) -> dict:
-    """Train-split logistic regression on each model's frozen features; AUC on the val and test splits.
+    """Train-split logistic regression on each model's frozen features; AUC on the train, val and test splits.
 
-    Rows whose structure fails validation are counted in ``skipped`` and left out."""
+    Rows the trainer's loader rejects (a structure that cannot be read or fails validation, a label that
+    is not 0 or 1) are counted in ``skipped`` and left out.
+
+    Args:
+        table: the table (path or frame) with label and split columns.
+        models: name → voxel model (see :func:`named_model`).
+        label, split_column: the label and split columns.
+        id_column, structure_column: the id and structure columns (None: found as the trainer does).
+        rotations, seed: rotations per crystal and their seed.
+
+    Returns:
+        {"rotations", "seed", "skipped", "rows"}: one row per model with the feature count and, per split,
+        the AUC (None when the split lacks a class) and the number of rows.
+
+    Raises:
+        ValueError: the train split lacks a class.
+    """
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.metrics import roc_auc_score
     from sklearn.pipeline import make_pipeline

@@ -70,9 +70,16 @@ def detail(exc: BaseException) -> str:
 def describe_error(exc: BaseException, context: str = "file", text: str | None = None) -> str:
     """A plain message for an exception raised while reading one crystal.
 
-    ``context`` is the input kind ("cif", "poscar", "json", "ase", "file"); ``text`` the
-    input's text when there is one, so the first concrete problem in it can be named
-    (a CIF tag, a POSCAR line). Unknown exceptions keep their text as a trailing detail.
+    Unknown exceptions keep their text as a trailing detail.
+
+    Args:
+        exc: the exception.
+        context: the input kind ("cif", "poscar", "json", "ase", "file").
+        text: the input's text when there is one, so the first concrete problem in it can be named
+            (a CIF tag, a POSCAR line); only used for cif and poscar.
+
+    Returns:
+        The message.
     """
     if isinstance(exc, ParseProblem):
         return str(exc)

@@ -43,7 +43,19 @@ class FuzzInput:
 
 
 def seed_texts(shared: Path | None = None, n_shared: int = 40, seed: int = 0) -> dict[str, list[str]]:
-    """Real CIF texts (repo test data, ASE's COD minerals, optionally MP structures) and POSCARs made from them."""
+    """Real CIF texts (repo test data, ASE's COD minerals, optionally MP structures) and POSCARs made from them.
+
+    Only CIFs with a single ``data_`` block are kept; POSCARs are made from the first half of them (at least
+    8), where they parse to an ordered structure of at most 200 sites.
+
+    Args:
+        shared: a CSV with a ``cif`` column to draw extra CIFs from, or None.
+        n_shared: how many CIFs to draw from it.
+        seed: seed of the draw.
+
+    Returns:
+        {"cif": CIF texts, "poscar": POSCAR texts}.
+    """
     repo = Path(__file__).resolve().parents[3]
     cifs: list[str] = []
     for folder in (repo / "tests" / "io" / "data" / "good",):
@@ -87,7 +99,17 @@ def _poscars(cifs: list[str]) -> list[str]:
 
 
 def mutate_text(text: str, rng: np.random.Generator, kind: str = "cif", n: int | None = None) -> tuple[str, tuple]:
-    """``text`` with 1–3 random mutations (or ``n``); returns (new text, names of the mutations)."""
+    """``text`` with 1–3 random mutations (or ``n``).
+
+    Args:
+        text: the input text.
+        rng: the random generator.
+        kind: the text's format (``cif`` or ``poscar``), passed to each mutation.
+        n: the number of mutations; None draws 1–3.
+
+    Returns:
+        (new text, names of the mutations).
+    """
     names = tuple(str(m) for m in rng.choice(MUTATIONS, size=n or int(rng.integers(1, 4))))
     for name in names:
         text = _MUTATE[name](text, rng, kind)
@@ -256,7 +278,16 @@ def extreme_inputs(seeds: dict[str, list[str]]) -> list[FuzzInput]:
 
 def make_inputs(n: int, seed: int = 0, shared: Path | None = None) -> list[FuzzInput]:
     """``n`` inputs: the :func:`extreme_inputs`, then mutated ones (~60 % CIF files, ~20 % POSCAR
-    files, ~20 % CIF table rows), seeded."""
+    files, ~20 % CIF table rows), seeded.
+
+    Args:
+        n: the number of inputs (the extreme ones included).
+        seed: seed of the draws.
+        shared: a CSV of extra seed CIFs (see :func:`seed_texts`), or None.
+
+    Returns:
+        The list of :class:`FuzzInput`.
+    """
     rng = np.random.default_rng(seed)
     seeds = seed_texts(shared, seed=seed)
     out = extreme_inputs(seeds)[:n]
@@ -291,7 +322,21 @@ def write_inputs(inputs: list[FuzzInput], folder: Path) -> list[Path]:
 
 
 def run_fuzz(n: int = 1000, seed: int = 0, shared: Path | None = None, image: bool = True) -> dict:
-    """Read, validate and (for valid crystals) tile and image every mutated input; a JSON-ready summary."""
+    """Read, validate and (for valid crystals) tile and image every mutated input.
+
+    A problem is an exception that escapes the reader, a number of records other than one per input, or an
+    imaging error; a bare error is a message without plain words (:func:`cosynth.io.errors.is_bare`).
+
+    Args:
+        n: the number of inputs.
+        seed: seed of the inputs.
+        shared: a CSV of extra seed CIFs, or None.
+        image: also tile and image each valid crystal.
+
+    Returns:
+        A JSON-ready summary: counts of records, ok and errors, bare messages and problems (with examples),
+        time, the slowest input, memory and the most common error messages.
+    """
     import pandas as pd
 
     from cosynth.io import iter_crystals

@@ -68,13 +68,27 @@ def validate_structure(
     """Return ``structure`` if it passes all checks (a new, ordered one if disorder was resolved).
 
     Cheap checks come first, so no input can make a later one slow or memory-hungry
-    (:func:`check_bounds`): no atoms; too many atoms; non-finite lattice or coordinates;
-    degenerate cell; cell lengths; more atoms per volume than ``min_distance`` allows;
-    Cartesian extent of the sites; the work of the voxel tiling and of the neighbour
-    search within ``memory_budget`` (a cell too oblique for them is replaced by its
-    LLL-reduced cell, the same crystal). Then: unknown elements; disorder; minimum periodic
-    interatomic distance. ``resolve_disorder="majority"`` keeps the majority species of
-    each disordered site instead of failing (ties go to the species listed first).
+    (:func:`check_bounds`): no atoms; too many atoms; non-finite lattice; cell lengths; non-finite
+    coordinates; degenerate cell; more atoms per volume than ``min_distance`` allows; Cartesian
+    extent of the sites; the work of the voxel tiling and of the neighbour search within
+    ``memory_budget`` (a cell too oblique for them is replaced by its LLL-reduced cell, the same
+    crystal). Then: unknown elements; disorder; minimum periodic interatomic distance.
+
+    Args:
+        structure: the crystal.
+        min_distance: the smallest allowed interatomic distance (Å), periodic images included.
+        max_extent: the widest allowed Cartesian spread of the sites (Å), the image box.
+        resolve_disorder: ``"error"`` fails on a disordered site; ``"majority"`` keeps the majority
+            species of each disordered site instead (ties go to the species listed first).
+        max_atoms, max_cell_length: the most atoms in the cell; the longest cell vector (Å).
+        memory_budget: bytes the neighbour search and one slab of the voxel tiling may use.
+
+    Returns:
+        The structure (possibly LLL-reduced, or a new ordered one).
+
+    Raises:
+        CrystalValidationError: a check failed; the message says which and why.
+        ValueError: an unknown ``resolve_disorder``.
     """
     if resolve_disorder not in _RESOLVE_MODES:
         raise ValueError(f"resolve_disorder must be one of {_RESOLVE_MODES}, got {resolve_disorder!r}")
@@ -107,6 +121,16 @@ def check_bounds(
     After them, the neighbour search of the distance check and the voxel tiling are known
     to stay within ``memory_budget`` bytes and a bounded time; a 1e30 Å or 1e-30 Å cell
     or a million atoms is rejected here with a message instead of exhausting memory.
+    Above 2000 atoms, crowded atoms are also found on a grid before any neighbour search.
+
+    Args:
+        structure: the crystal.
+        min_distance, max_extent, max_atoms, max_cell_length, memory_budget: the limits, as in
+            :func:`validate_structure`.
+
+    Raises:
+        CrystalValidationError: a check failed (a too-large tiling or neighbour search raises the
+            subclass that :func:`validate_structure` retries with a reduced cell).
     """
     n = len(structure)
     if n == 0:
@@ -208,7 +232,16 @@ def tiling_cost(cell, positions) -> tuple[int, int]:
 def check_tiling_budget(cell, positions, *, memory_budget: int = MEMORY_BUDGET) -> None:
     """Raise :class:`CrystalValidationError` if the voxel tiling of this crystal would exceed its budget.
 
-    ``cell`` and ``positions`` are in the frame the imager uses (:func:`~cosynth.represent.voxel.standard_frame`).
+    Too large means one slab needs more than ``memory_budget`` bytes, or the whole tiling visits more
+    candidate points than the budget (and 5e7) allows (:func:`tiling_cost`).
+
+    Args:
+        cell, positions: the lattice and Cartesian positions in the frame the imager uses
+            (:func:`~cosynth.represent.voxel.standard_frame`).
+        memory_budget: bytes one slab may use.
+
+    Raises:
+        CrystalValidationError: the tiling is too large.
     """
     total, slab = tiling_cost(cell, positions)
     limit = min(_MAX_TILING_CANDIDATES, memory_budget // _BYTES_PER_CANDIDATE * 8)

@@ -59,7 +59,21 @@ class BimodalRows:
 
 def featurize(frame: pd.DataFrame, *, embedding: str = DEFAULT_EMBEDDING, cache: GraphCache | None = None,
               split: str = "", progress: bool = False) -> tuple[BimodalRows, pd.DataFrame]:
-    """(rows, problems) of a frame with ``id``, ``formula``, ``cif`` (text or None), ``target``."""
+    """(rows, problems) of a frame with ``id``, ``formula``, ``cif`` (text or None), ``target``.
+
+    Rows with a non-finite target or an unparsable formula are skipped; a row whose CIF cannot be read
+    keeps its composition and loses its structure. Each is listed in ``problems``.
+
+    Args:
+        frame: the input rows (a missing ``cif`` column means no structures).
+        embedding: the element embedding of the composition graphs.
+        cache: crystal-graph cache (default: a new :class:`GraphCache`).
+        split: the split name written into ``problems``.
+        progress: a progress bar while graphs are built.
+
+    Returns:
+        The :class:`BimodalRows` and a problems frame (id, split, action, error).
+    """
     cache = cache or GraphCache()
     problems = []
     keep, comps = [], []
@@ -92,7 +106,19 @@ def featurize(frame: pd.DataFrame, *, embedding: str = DEFAULT_EMBEDDING, cache:
 
 
 def apply_mode(rows: BimodalRows, mode: str, *, train: bool) -> BimodalRows:
-    """Composition-only hides every structure; ``bimodal_aug`` augments the training split only."""
+    """Composition-only hides every structure; ``bimodal_aug`` augments the training split only.
+
+    Args:
+        rows: the rows.
+        mode: one of :data:`MODES`.
+        train: whether these are training rows (only they are augmented).
+
+    Returns:
+        The rows for that mode (``bimodal``, and ``bimodal_aug`` outside training, return ``rows`` unchanged).
+
+    Raises:
+        ValueError: an unknown mode.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "composition":
@@ -127,7 +153,18 @@ def concat_rows(parts: list[BimodalRows]) -> BimodalRows:
 
 
 def keep_structure_fraction(rows: BimodalRows, fraction: float, seed: int) -> BimodalRows:
-    """Hide the structure of all but ``fraction`` of the rows that have one (chosen by seed)."""
+    """Hide the structure of all but ``fraction`` of the rows whose structure is present (chosen by seed).
+
+    Hidden rows lose their graph and count as having no structure.
+
+    Args:
+        rows: the rows.
+        fraction: the share of those rows that keep their structure (rounded to whole rows).
+        seed: seed of the choice.
+
+    Returns:
+        The new rows.
+    """
     idx = np.flatnonzero(rows.present)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 31]))
     n_keep = int(round(fraction * len(idx)))
@@ -177,7 +214,18 @@ class BimodalDataset(torch.utils.data.Dataset):
 
 @torch.no_grad()
 def predict_rows(model, rows: BimodalRows, scale: float, batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Predictions (original units), composition weight and C of each row (eval mode)."""
+    """Predictions (original units), composition weight and C of each row (eval mode).
+
+    Args:
+        model: a COSNet (with ``parts``) or another model of these batches; a Roost encoder gives C.
+        rows: the rows.
+        scale: the target scale the model was trained on (predictions are multiplied by it).
+        batch_size: rows per batch.
+
+    Returns:
+        {"prediction"} and, where the model gives them, ``w_c`` (mean composition weight), ``w_c_norm``
+        and ``C`` (the composition representation).
+    """
     model.eval()
     ds = BimodalDataset(rows, scale)
     out, wc, C = [], [], []

@@ -45,7 +45,17 @@ def descriptor_matrix(structures) -> np.ndarray:
 
 
 def fit_domain(structures, latent: np.ndarray | None = None, k: int = K) -> dict:
-    """Training statistics to store in a model file (plain lists: loadable with weights_only)."""
+    """Training statistics to store in a model file (plain lists: loadable with weights_only).
+
+    Args:
+        structures: the training structures.
+        latent: their latent features, one row each, or None for descriptor space only.
+        k: the number of nearest neighbours.
+
+    Returns:
+        k, descriptor names, their mean and std, the standardised training descriptors and the sorted
+        leave-one-out k-NN mean distances; with ``latent``, the same for latent space.
+    """
     X = descriptor_matrix(structures)
     mean, std = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
     std = np.where(std > 0, std, 1.0)
@@ -66,7 +76,16 @@ def _percentile(distances: np.ndarray, reference: list) -> np.ndarray:
 
 
 def domain_scores(domain: dict, structures, latent: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """``ad_descriptor`` (and ``ad_latent`` when latent features are given) per structure."""
+    """``ad_descriptor`` (and ``ad_latent`` when latent features are given) per structure.
+
+    Args:
+        domain: the :func:`fit_domain` statistics.
+        structures: the crystals to score.
+        latent: their latent features, or None; used only when ``domain`` has latent statistics.
+
+    Returns:
+        Score name → one score in [0, 1] per structure (see the module doc).
+    """
     Z = _standardise(descriptor_matrix(structures), np.asarray(domain["mean"]), np.asarray(domain["std"]))
     ref = np.asarray(domain["train_descriptors"], float)
     out = {"ad_descriptor": _percentile(_knn_mean(Z, ref, domain["k"], False), domain["train_knn_descriptors"])}
@@ -78,7 +97,17 @@ def domain_scores(domain: dict, structures, latent: np.ndarray | None = None) ->
 
 
 def mean_latent(model, imager, angles, sampler: str) -> np.ndarray:
-    """The model's last hidden layer for one crystal, averaged over its rotations."""
+    """The model's last hidden layer for one crystal, averaged over its rotations.
+
+    Args:
+        model: the voxel CNN.
+        imager: the crystal's imager.
+        angles: the rotations.
+        sampler: the rotation convention passed to ``imager.image``.
+
+    Returns:
+        The mean feature vector.
+    """
     import torch
 
     from cosynth.models.voxel_cnn.model import SparseBatch
@@ -94,6 +123,16 @@ LATENT_KEY = 0xAD
 
 
 def latent_angles(seed: int, crystal_id: str, sampler: str) -> np.ndarray:
+    """The fixed, seeded rotations (:data:`LATENT_ROTATIONS` of them) for a crystal's latent description.
+
+    Args:
+        seed: the model's seed.
+        crystal_id: the crystal's id (keys the rotations).
+        sampler: the rotation sampler; ``xiespp`` draws Haar rotations instead.
+
+    Returns:
+        The rotation angles.
+    """
     from cosynth.represent.voxel import crystal_rng, sample_rotations
 
     return sample_rotations(sampler if sampler != "xiespp" else "haar", LATENT_ROTATIONS,
@@ -129,7 +168,16 @@ class DomainScorer:
 
 
 def training_domain(model, ids, structures, sampler: str = "haar", seed: int = 0) -> dict:
-    """fit_domain over training crystals, with their latent features from the trained model."""
+    """fit_domain over training crystals, with their latent features from the trained model.
+
+    Args:
+        model: the trained voxel CNN.
+        ids, structures: aligned training crystal ids and structures.
+        sampler, seed: the rotation sampler and seed of :func:`latent_angles`.
+
+    Returns:
+        The :func:`fit_domain` statistics (descriptor and latent space).
+    """
     from cosynth.represent.voxel import CrystalImager
 
     latent = np.array([mean_latent(model, CrystalImager.from_structure(s), latent_angles(seed, i, sampler), "haar")

@@ -7,17 +7,47 @@ from torch import nn
 
 
 def scatter_sum(src: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """Sum of the rows of ``src`` per group.
+
+    Args:
+        src: values, one row per item.
+        index: the group of each row.
+        n: the number of groups.
+
+    Returns:
+        An (n, …) tensor; empty groups are 0.
+    """
     out = src.new_zeros((n, *src.shape[1:]))
     return out.index_add(0, index, src)
 
 
 def scatter_mean(src: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """Mean of the rows of ``src`` per group.
+
+    Args:
+        src: values, one row per item.
+        index: the group of each row.
+        n: the number of groups.
+
+    Returns:
+        An (n, …) tensor; empty groups are 0.
+    """
     total = scatter_sum(src, index, n)
     count = scatter_sum(torch.ones_like(index, dtype=src.dtype), index, n).clamp(min=1)
     return total / count.view(-1, *([1] * (src.dim() - 1)))
 
 
 def scatter_max(src: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """Element-wise maximum of the rows of ``src`` per group.
+
+    Args:
+        src: values, one row per item.
+        index: the group of each row.
+        n: the number of groups.
+
+    Returns:
+        An (n, …) tensor; empty groups are -inf.
+    """
     out = src.new_full((n, *src.shape[1:]), float("-inf"))
     idx = index.view(-1, *([1] * (src.dim() - 1))).expand_as(src)
     return out.scatter_reduce(0, idx, src, reduce="amax", include_self=True)
@@ -26,8 +56,16 @@ def scatter_max(src: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
 def weighted_softmax(logits: torch.Tensor, index: torch.Tensor, n: int, weights: torch.Tensor) -> torch.Tensor:
     """softmax of ``logits`` within groups of ``index``, each term multiplied by ``weights``.
 
-    ``logits`` (E, H) and ``weights`` (E, 1): the Roost attention, where an element's weight is
-    its fraction raised to a learnt power.
+    This is the Roost attention, where an element's weight is its fraction raised to a learnt power.
+
+    Args:
+        logits: (E, H) attention logits.
+        index: the group of each row.
+        n: the number of groups.
+        weights: (E, 1) weight per row.
+
+    Returns:
+        (E, H) normalised attention coefficients.
     """
     shift = scatter_max(logits.detach(), index, n)[index]
     e = weights * torch.exp(logits - shift)
@@ -49,6 +87,14 @@ def mlp(sizes, act=nn.SiLU, batchnorm: bool = True) -> nn.Sequential:
 
     Batch norm matters: matscholar embeddings are small (std ≈ 0.07) and the reference weight
     decay of 0.1 would otherwise shrink the features to nothing.
+
+    Args:
+        sizes: layer widths, input first and output last.
+        act: the activation class.
+        batchnorm: batch norm after each hidden Linear (an identity when False).
+
+    Returns:
+        The network.
     """
     layers = []
     for a, b in zip(sizes[:-2], sizes[1:-1]):

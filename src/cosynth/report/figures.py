@@ -18,7 +18,18 @@ def _finite(x) -> np.ndarray:
 
 
 def overlay(ax, groups: dict, xlabel: str, title: str = "", bins: int = 40, kde: bool = True) -> None:
-    """Overlaid normalised histograms (+ Gaussian KDE) of several groups on shared bins."""
+    """Overlaid normalised histograms (+ Gaussian KDE) of several groups on shared bins.
+
+    The bins span the 0.5–99.5 percentiles of all values; values beyond are clipped into the end bins.
+    Class keys 1 and 0 get the class colours and names.
+
+    Args:
+        ax: the matplotlib axes to draw on.
+        groups: group key → values (non-finite values are dropped).
+        xlabel, title: axis label; panel title (none if empty).
+        bins: the number of bins.
+        kde: also draw a KDE for groups with more than 2 distinct values.
+    """
     from scipy.stats import gaussian_kde
 
     data = {k: _finite(v) for k, v in groups.items()}
@@ -48,7 +59,18 @@ def overlay(ax, groups: dict, xlabel: str, title: str = "", bins: int = 40, kde:
 
 
 def class_panels(values, labels, sources, xlabel: str, title: str, max_panels: int = 6):
-    """Paper Fig. 2 style: class-conditional distributions for all rows, then per source."""
+    """Paper Fig. 2 style: class-conditional distributions for all rows, then per source.
+
+    Args:
+        values: the descriptor per row.
+        labels: class per row (1 or 0).
+        sources: source per row, or None for the all-rows panel only.
+        xlabel, title: axis label; figure title.
+        max_panels: the most panels; the largest sources are shown.
+
+    Returns:
+        The matplotlib figure.
+    """
     values, labels = np.asarray(values, float), np.asarray(labels)
     panels = [("all rows", np.ones(len(values), bool))]
     if sources is not None:
@@ -79,7 +101,17 @@ def roc_figure(curves: dict, title: str = "ROC"):
 
 
 def likelihood_histogram(p, y, threshold: float = 0.5, title: str = "Likelihood per class"):
-    """Paper Fig. 3c–f: predicted likelihood of the positive and negative test crystals."""
+    """Paper Fig. 3c–f: predicted likelihood of the positive and negative test crystals.
+
+    Args:
+        p: likelihoods (non-finite ones are left out).
+        y: class per crystal (1 or 0).
+        threshold: drawn as a dashed line.
+        title: the figure title.
+
+    Returns:
+        The matplotlib figure.
+    """
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
     p, y = np.asarray(p, float), np.asarray(y)
     edges = np.linspace(0, 1, 26)
@@ -113,7 +145,17 @@ def learning_curves(history, title: str = "Learning curves"):
 
 
 def curves(x, series: dict, xlabel: str, ylabel: str, title: str, hline: float | None = None):
-    """Simple line plot: series name → y values over x."""
+    """Simple line plot: series name → y values over x.
+
+    Args:
+        x: the x values, shared by all series.
+        series: name → y values.
+        xlabel, ylabel, title: axis labels and title.
+        hline: draw a dotted horizontal line at this y, or None.
+
+    Returns:
+        The matplotlib figure.
+    """
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for i, (name, yv) in enumerate(series.items()):
         ax.plot(x, yv, marker="o", color=f"C{i}", label=name)

@@ -118,7 +118,21 @@ def page(title: str, content: str) -> str:
 
 
 def combine(pages: list[Path], out: Path, title: str = "cosynth report") -> Path:
-    """One page from several command pages: their bodies in order, with a contents list."""
+    """One page from several command pages: their bodies in order, with a contents list.
+
+    Each section is headed by its page's title.
+
+    Args:
+        pages: cosynth report pages (HTML files with body markers).
+        out: the combined page's path.
+        title: the combined page's title.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: a page has no body markers.
+    """
     sections, toc = [], []
     for i, p in enumerate(pages):
         text = Path(p).read_text(encoding="utf-8")

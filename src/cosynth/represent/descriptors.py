@@ -142,9 +142,24 @@ def compute_descriptors(
 ) -> pd.DataFrame:
     """One row per input: every descriptor of `DESCRIPTORS`, plus `descriptor_error`.
 
-    A row needs a formula or a structure; the formula comes from the structure when missing.
+    A row needs a formula or a structure; the composition comes from the structure when there is one.
     Structure descriptors are NaN where there is no structure. A row that fails gets NaN and a
     message in `descriptor_error`; the other rows are unaffected.
+
+    Args:
+        formulas: formula per row (None where unknown).
+        structures: structure per row (None where missing), aligned with ``formulas``; None for none at all.
+        cache_dir: folder of the on-disk structure-descriptor cache (default: the package cache folder).
+        use_cache: read and write that cache.
+        symprec: symmetry tolerance of the space-group analysis.
+        progress: a progress bar on stderr.
+
+    Returns:
+        A DataFrame, one row per input; numeric descriptors as floats, ``crystal_system`` and
+        ``descriptor_error`` as text or None.
+
+    Raises:
+        ValueError: ``formulas`` and ``structures`` differ in length.
     """
     n = len(formulas)
     structures = list(structures) if structures is not None else [None] * n

@@ -78,7 +78,22 @@ def cell_descriptors(structure) -> np.ndarray:
 
 
 def crystal_graph(structure, max_neighbours: int = MAX_NEIGHBOURS, radius: float = RADIUS) -> CrystalGraph:
-    """Graph of a pymatgen Structure (ordered or disordered); ValueError if it has no sites."""
+    """Graph of a pymatgen Structure (ordered or disordered).
+
+    Each site keeps all its species with their occupancies; edges join each site to its
+    ``max_neighbours`` nearest neighbours within ``radius``.
+
+    Args:
+        structure: the structure.
+        max_neighbours: the most neighbours per site.
+        radius: the neighbour cut-off in Å.
+
+    Returns:
+        The :class:`CrystalGraph` (with cell descriptors and volume per atom).
+
+    Raises:
+        ValueError: the structure has no sites.
+    """
     n = len(structure)
     if n == 0:
         raise ValueError("structure has no sites")
@@ -121,6 +136,15 @@ def structure_from_cif(cif: str):
 
 
 def cif_key(cif: str, max_neighbours: int = MAX_NEIGHBOURS, radius: float = RADIUS) -> str:
+    """Cache key of a CIF's graph: a SHA-256 of the graph version, the graph settings and the CIF text.
+
+    Args:
+        cif: the CIF text.
+        max_neighbours, radius: the graph settings (:func:`crystal_graph`).
+
+    Returns:
+        The hex digest.
+    """
     h = hashlib.sha256(f"{GRAPH_VERSION}|{max_neighbours}|{radius}|".encode())
     h.update(cif.encode())
     return h.hexdigest()

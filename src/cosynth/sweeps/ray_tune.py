@@ -17,7 +17,24 @@ from cosynth.training.bimodal import FitConfig
 
 def run_ray(splits: dict[str, pd.DataFrame], combos: list[dict], out, *, base: FitConfig, seeds=(0,),
             cpus_per_trial: float = 1.0) -> list[dict]:
-    """Run ``combos`` × ``seeds`` as a Ray Tune grid; returns one metrics dict per trial."""
+    """Run ``combos`` × ``seeds`` as a Ray Tune grid.
+
+    Args:
+        splits: split name → frame, passed to every trial (through Ray's object store when Ray is
+            already initialised).
+        combos: parameter combinations, each overriding fields of ``base``.
+        out: the sweep folder; runs go to ``out/trials`` as with the local runner, Ray's own files to ``out/ray``.
+        base: the fit settings the combinations start from.
+        seeds: seeds to run for each combination.
+        cpus_per_trial: CPUs Ray reserves for each trial.
+
+    Returns:
+        One metrics dict per trial (Ray's bookkeeping fields removed).
+
+    Raises:
+        ImportError: Ray is not installed.
+        RuntimeError: a trial failed.
+    """
     try:
         import ray
         from ray import tune

@@ -75,8 +75,23 @@ def run_sweep(splits: dict[str, pd.DataFrame], grid: dict[str, list], out, *, ba
               seeds=(0,), workers: int = 1, backend: str = "local") -> pd.DataFrame:
     """Run every combination of ``grid`` (× seeds) and return the results table.
 
-    ``backend="ray"`` hands the same trials to Ray Tune (``cosynth.sweeps.ray_tune``) for users
-    with a cluster; the default local backend runs ``workers`` processes (1 = sequential).
+    Writes ``out/grid.json`` and ``out/results.csv`` (rewritten after each finished trial in the local backend).
+
+    Args:
+        splits: split name → frame, passed to every trial.
+        grid: parameter name → values; every combination is a trial.
+        out: the sweep folder, created if missing.
+        base: the fit settings the combinations start from (default :class:`FitConfig`).
+        seeds: seeds to run for each combination.
+        workers: processes of the local backend (1 = sequential); not used by Ray.
+        backend: ``"local"``, or ``"ray"`` to hand the same trials to Ray Tune (``cosynth.sweeps.ray_tune``)
+            for users with a cluster.
+
+    Returns:
+        One row per (trial, seed), sorted by trial and seed.
+
+    Raises:
+        ValueError: an unknown backend.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
