@@ -161,7 +161,7 @@ def _summarise(rec_id, angles, images, error, model, threshold):
 
 
 def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, sampler: str | None = None,
-            rotations=None, threshold: float = 0.5, per_rotation: bool = False, workers: int = 1,
+            rotations=None, threshold: float | None = None, per_rotation: bool = False, workers: int = 1,
             batch_size: int = 32, progress: bool = False, resolve_disorder: str = "error",
             id_column: str | None = None, structure_column: str | None = None, formula_column: str | None = None,
             formulas: Iterable[str] | None = None, skip_ids: Iterable[str] | None = None) -> Prediction:
@@ -175,7 +175,8 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
         ensemble, seed, sampler, rotations, per_rotation: the voxel rotational ensemble: E
             random rotations from (seed, crystal id) with the model's own sampler unless
             ``sampler`` is given, or explicit angle triples (degrees, array or CSV path).
-        threshold: likelihood at or above which ``label`` is 1 (classification models).
+        threshold: likelihood at or above which ``label`` is 1 (classification models); default:
+            the threshold stored in the model file (fixed on validation by the benchmark), else 0.5.
         workers, batch_size: image-building processes and look-ahead (no effect on results).
         formulas: formulas to predict besides ``inputs`` (composition models), e.g. ``["SiO2"]``.
         skip_ids: crystal ids already predicted (a resumed run): they get no row.
@@ -184,11 +185,12 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
         A :class:`Prediction` whose ``crystals`` table has one row per input, in input order. On
         Ctrl-C or SIGTERM it returns the rows finished so far with ``partial`` set.
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be within [0, 1], not {threshold}")
     if workers < 1 or batch_size < 1:
         raise ValueError("workers and batch_size must be at least 1")
     loaded = load_model(model)
+    threshold = float(loaded.meta.get("threshold", 0.5)) if threshold is None else threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be within [0, 1], not {threshold}")
     total = count_inputs(inputs) if progress and inputs is not None else None
     if formulas is not None:
         extra = pd.DataFrame({"id": list(formulas), "formula": list(formulas)})
@@ -350,6 +352,8 @@ def _graph_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: flo
                                  [c for _, c, _ in usable], graphs, np.zeros(n, dtype=np.float32), has, has.copy())
         result = predict_rows(loaded.network, batch_rows, loaded.target_scale)
         values = result["prediction"].reshape(n, -1)[:, 0]
+        if loaded.task == "classification" and "calibration" in loaded.meta:  # Platt scaling fixed on validation
+            values = loaded.meta["calibration"]["a"] * values + loaded.meta["calibration"]["b"]
         for k, (row, _, graph) in enumerate(usable):
             row["modality"] = {"roost": "composition", "cgcnn": "structure"}.get(
                 family, "composition+structure" if graph is not None else "composition")

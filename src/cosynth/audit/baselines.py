@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REFERENCE_SCORES = {
@@ -56,13 +57,51 @@ def label_signal(table: Path, *, label: str = "label", cache_dir: Path | None = 
     return rows
 
 
+def descriptor_scores(crystals, *, label: str = "label", cache_dir: Path | None = None, seed: int = 0,
+                      progress: bool = False) -> tuple[np.ndarray, list[str]] | None:
+    """Scores of gradient-boosted trees fitted on the train split's simple structure descriptors.
+
+    The descriptors are the audit's (density, packing, sites, symmetry, …) and their ratio to the
+    formula's median; they say what a structure reveals about the label without any learned
+    representation.
+
+    Args:
+        crystals: a CrystalTable with ``split`` and label columns.
+        label: the label column.
+        cache_dir: descriptor cache folder, or None.
+        seed: random state of the trees.
+        progress: a progress bar while descriptors are computed.
+
+    Returns:
+        (probability of the positive class for every row, descriptor names), or None without
+        structures or when the train split lacks a class.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from cosynth.audit.audit import DEFAULT_STRUCTURE, add_formula_relative, describe_table
+    from cosynth.represent.descriptors import CATEGORICAL
+
+    if not crystals.has_structure().any():
+        return None
+    frame = crystals.frame.reset_index(drop=True).copy()
+    names = [d for d in DEFAULT_STRUCTURE if d not in CATEGORICAL]
+    described = describe_table(crystals, cache_dir=cache_dir, progress=progress)
+    for name in names:
+        frame[name] = described[name].to_numpy()
+    names += add_formula_relative(frame)
+    X, y = frame[names].to_numpy(dtype=float), frame[label].to_numpy()
+    train = (frame["split"] == "train").to_numpy()
+    if len(set(y[train])) < 2:
+        return None
+    model = HistGradientBoostingClassifier(max_depth=3, max_iter=100, learning_rate=0.1, min_samples_leaf=10,
+                                           random_state=seed).fit(X[train], y[train])
+    return model.predict_proba(X)[:, 1], names
+
+
 def descriptor_baseline(crystals, *, label: str = "label", cache_dir: Path | None = None,
                         seed: int = 0) -> dict | None:
-    """Test-split AUC of gradient-boosted trees fitted on the train split's simple structure descriptors
-    (the audit's: density, packing, sites, symmetry, … and their ratio to the formula's median).
-
-    It says what a structure reveals about the label without any learned representation: a voxel CNN
-    that does no better has not found more than these coarse features.
+    """Test-split AUC of :func:`descriptor_scores`: a voxel CNN that does no better has not found
+    more than these coarse features.
 
     Args:
         crystals: a CrystalTable with ``split`` and label columns.
@@ -74,31 +113,21 @@ def descriptor_baseline(crystals, *, label: str = "label", cache_dir: Path | Non
         A dict like those of :func:`label_signal` (``score`` is :data:`STRUCTURE_BASELINE`), or None
         without structures or when the train or test split lacks a class.
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
 
-    from cosynth.audit.audit import DEFAULT_STRUCTURE, add_formula_relative, describe_table
-    from cosynth.represent.descriptors import CATEGORICAL
-
-    if not crystals.has_structure().any():
+    fitted = descriptor_scores(crystals, label=label, cache_dir=cache_dir, seed=seed)
+    if fitted is None:
         return None
-    frame = crystals.frame.reset_index(drop=True).copy()
-    names = [d for d in DEFAULT_STRUCTURE if d not in CATEGORICAL]
-    described = describe_table(crystals, cache_dir=cache_dir)
-    for name in names:
-        frame[name] = described[name].to_numpy()
-    names += add_formula_relative(frame)
-    X, y = frame[names].to_numpy(dtype=float), frame[label].to_numpy()
-    train, test = (frame["split"] == "train").to_numpy(), (frame["split"] == "test").to_numpy()
-    if len(set(y[train])) < 2 or len(set(y[test])) < 2:
+    scores, names = fitted
+    frame = crystals.frame.reset_index(drop=True)
+    y, test = frame[label].to_numpy(), (frame["split"] == "test").to_numpy()
+    if len(set(y[test])) < 2:
         return None
-    model = HistGradientBoostingClassifier(max_depth=3, max_iter=100, learning_rate=0.1, min_samples_leaf=10,
-                                           random_state=seed).fit(X[train], y[train])
     return {"score": STRUCTURE_BASELINE,
             "meaning": (f"gradient-boosted trees on {len(names)} simple structure descriptors ({', '.join(names)}), "
                         "fitted on the train split: what structure reveals without a learned representation"),
             "test_rows": int(test.sum()),
-            "roc_auc": round(float(roc_auc_score(y[test], model.predict_proba(X[test])[:, 1])), 3)}
+            "roc_auc": round(float(roc_auc_score(y[test], scores[test])), 3)}
 
 
 STRUCTURE_BASELINE = "structure_descriptors"

@@ -25,7 +25,8 @@ def predict(
     sampler: Optional[str] = typer.Option(None, help="haar (uniform on SO(3)), sobol (low-discrepancy) or xiespp; default: the model's."),
     rotations: Optional[Path] = typer.Option(None, help="CSV of explicit angle triples alpha,beta,gamma (degrees)."),
     per_rotation: Optional[Path] = typer.Option(None, "--per-rotation", help="Also write one row per crystal × rotation here."),
-    threshold: float = typer.Option(0.5, help="Label threshold on the likelihood and on each rotation."),
+    threshold: Optional[float] = typer.Option(
+        None, help="Label threshold on the likelihood and on each rotation (default: the model's, else 0.5)."),
     workers: int = typer.Option(1, help="Processes building images (no effect on results)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Crystals imaged ahead of the CNN (no effect on results)."),
     id_column: Optional[str] = typer.Option(None, help="Id column of input tables."),
@@ -48,7 +49,7 @@ def predict(
 
     if sampler not in (None, *SAMPLERS):
         fail(f"--sampler must be haar, sobol or xiespp, not {sampler!r}")
-    if not 0.0 <= threshold <= 1.0:
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
         fail(f"--threshold must be within [0, 1], not {threshold}")
     if workers < 1 or batch_size < 1 or ensemble < 1:
         fail("--workers, --batch-size and --ensemble must be at least 1")

@@ -167,3 +167,61 @@ def curves(x, series: dict, xlabel: str, ylabel: str, title: str, hline: float |
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def reliability_diagram(y, p, bins: int = 10, title: str = "Reliability"):
+    """Observed positive rate against mean likelihood per equal-width bin, with the bin counts.
+
+    Args:
+        y: labels (0/1).
+        p: likelihoods in [0, 1].
+        bins: number of bins.
+        title: the figure's title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    y, p = np.asarray(y, float), np.clip(np.asarray(p, float), 0, 1)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    mean_p = [p[which == b].mean() for b in range(bins) if (which == b).any()]
+    rate = [y[which == b].mean() for b in range(bins) if (which == b).any()]
+    counts = [int((which == b).sum()) for b in range(bins)]
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    ax.plot(mean_p, rate, "o-", c=CLASS_COLORS[1])
+    ax.set_ylabel("observed positive rate")
+    ax.set_title(title)
+    bx.bar((edges[:-1] + edges[1:]) / 2, counts, width=1 / bins * 0.9, color="grey")
+    bx.set_xlabel("likelihood")
+    bx.set_ylabel("rows")
+    fig.tight_layout()
+    return fig
+
+
+def grouped_bars(table, title: str, ylabel: str, hline: float | None = None):
+    """Bars per row group (e.g. origin) and series (e.g. model) of a DataFrame: index × columns.
+
+    Args:
+        table: a DataFrame whose index names the groups and whose columns name the series.
+        title, ylabel: the figure's title and y label.
+        hline: a reference line (e.g. 0.5 for chance), or None.
+
+    Returns:
+        The matplotlib figure.
+    """
+    groups, series = list(table.index), list(table.columns)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups) * max(1, len(series)) / 2), 4.5))
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(len(groups))
+    for k, name in enumerate(series):
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, table[name].to_numpy(float), width=width, label=str(name))
+    if hline is not None:
+        ax.axhline(hline, ls="--", c="grey", lw=1)
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(g) for g in groups], rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

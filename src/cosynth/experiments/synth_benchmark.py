@@ -1,0 +1,419 @@
+"""The synthesizability benchmark end to end: baselines, candidates, one test table, the default model.
+
+Stages (each resumable from what an earlier run left in the work folder):
+
+1. the frozen split of every labelled MP structure (:mod:`cosynth.data.synth_benchmark`);
+2. baselines on the same rows: origin only, density only, the audit's descriptor trees, Roost
+   on compositions, energy above hull and PU-CGCNN's CLscore (where known; CLscore is leaky: it
+   was trained on these labels), and the published XIE-SPP weights;
+3. candidates, chosen by validation only: de-CGCNN, COSNet (structures plus composition-only
+   rows, modal-availability augmentation), each with and without per-origin class balancing,
+   the voxel CNN, and the mean of the best two;
+4. every score calibrated on validation (Platt scaling: monotone, so rankings stay), judged on
+   test with :func:`cosynth.evaluate.benchmark.score_report`, written as Markdown, JSON and
+   figures; the winner is exported with its calibration and a generated card.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cosynth.io.files import atomic_write_json, atomic_write_text, write_table
+
+LABEL = "label"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class BenchmarkConfig:
+    """Everything that decides the benchmark's numbers (stored in the report)."""
+
+    seed: int = 0
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    composition_rows: int | None = 30000  # composition-only training rows for Roost/COSNet (None: all)
+    xiespp_ensemble: int = 4
+    voxel_epochs: int = 0  # 0: no voxel candidate in this run
+    voxel_lr: float = 1e-4
+    voxel_max_minutes: float | None = None
+    n_boot: int = 200
+    quick: bool = False
+    max_rows: int | None = None  # quick runs: this many structures (whole formulas)
+    candidates: tuple = ("cgcnn", "cgcnn_balanced", "cosnet", "cosnet_balanced")
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def quick_run(cls) -> "BenchmarkConfig":
+        return cls(epochs=2, composition_rows=300, xiespp_ensemble=1, n_boot=20, quick=True, max_rows=360,
+                   batch_size=32, candidates=("cgcnn", "cosnet_balanced"), voxel_epochs=1)
+
+
+def _subsample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Whole formulas, in a seeded order, until about ``n`` rows; every split keeps both classes."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x51]))
+    keep = []
+    for name in SPLITS:
+        part = frame[frame["split"] == name]
+        formulas = part["formula"].unique()
+        rng.shuffle(formulas)
+        chosen, count = [], 0
+        target = n * {"train": 0.6, "val": 0.2, "test": 0.2}[name]
+        for f in formulas:
+            if count >= target and part[part["formula"].isin(chosen)][LABEL].nunique() == 2:
+                break
+            chosen.append(f)
+            count += int((part["formula"] == f).sum())
+        keep.append(part[part["formula"].isin(chosen)])
+    return pd.concat(keep).sort_values("id").reset_index(drop=True)
+
+
+def origin_balance_weights(origin, labels) -> np.ndarray:
+    """Loss weights that give both classes the same total weight within every origin of the
+    training rows, so that knowing a row's origin says nothing about its label (mean weight 1)."""
+    origin, labels = np.asarray(origin).astype(str), np.asarray(labels).astype(int)
+    w = np.ones(len(labels), dtype=np.float64)
+    for o in np.unique(origin):
+        idx = np.flatnonzero(origin == o)
+        y = labels[idx]
+        n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+        if n_pos and n_neg:
+            w[idx] = np.where(y == 1, len(idx) / (2 * n_pos), len(idx) / (2 * n_neg))
+    return (w / w.mean()).astype(np.float32)
+
+
+# ---- baselines --------------------------------------------------------------------------------
+def origin_scores(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's score is the positive rate of its origin among the training rows."""
+    train = frame[frame["split"] == "train"]
+    rate = train.groupby("origin")[LABEL].mean()
+    return frame["origin"].map(rate).fillna(train[LABEL].mean()).to_numpy(float)
+
+
+def density_scores(frame: pd.DataFrame, densities: np.ndarray) -> np.ndarray:
+    """Density alone, signed so that it ranks the training rows better than chance."""
+    from sklearn.metrics import roc_auc_score
+
+    train = (frame["split"] == "train").to_numpy() & np.isfinite(densities)
+    sign = 1.0 if roc_auc_score(frame[LABEL].to_numpy()[train], densities[train]) >= 0.5 else -1.0
+    return sign * densities
+
+
+def platt(val_scores: np.ndarray, val_labels: np.ndarray) -> tuple[float, float]:
+    """(a, b) of the logistic map p = σ(a·s + b) fitted on validation scores (rankings unchanged)."""
+    from sklearn.linear_model import LogisticRegression
+
+    keep = np.isfinite(val_scores)
+    fit = LogisticRegression(C=1e6, max_iter=1000).fit(val_scores[keep, None], val_labels[keep])
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+# ---- the study --------------------------------------------------------------------------------
+class Benchmark:
+    """One benchmark run: its work folder, its table and the scores of every model, on every row."""
+
+    def __init__(self, work, config: BenchmarkConfig, data_root=None, progress: bool = False):
+        from cosynth.data.synth_benchmark import benchmark_table
+
+        self.work, self.config, self.progress = Path(work), config, progress
+        self.work.mkdir(parents=True, exist_ok=True)
+        table_path = self.work / "benchmark.parquet"
+        if table_path.exists():
+            self.frame = pd.read_parquet(table_path)
+        else:
+            frame = benchmark_table(data_root, seed=config.seed)
+            if config.max_rows:
+                frame = _subsample(frame, config.max_rows, config.seed)
+            write_table(frame, table_path)
+            self.frame = frame
+        self.data_root = data_root
+        self.scores_path = self.work / "scores.parquet"
+        self.scores = pd.read_parquet(self.scores_path) if self.scores_path.exists() else pd.DataFrame(
+            {"id": self.frame["id"]})
+        self.seconds: dict[str, float] = {}
+
+    def has(self, name: str) -> bool:
+        return name in self.scores.columns
+
+    def store(self, name: str, values: np.ndarray, seconds: float) -> None:
+        self.scores[name] = np.asarray(values, float)
+        self.seconds[name] = round(seconds, 1)
+        write_table(self.scores, self.scores_path)
+        timing = self.work / "seconds.json"
+        saved = json.loads(timing.read_text()) if timing.exists() else {}
+        atomic_write_json(timing, {**saved, name: round(seconds, 1)})
+
+    def _split_frames(self, weighted: bool, with_compositions: bool) -> dict[str, pd.DataFrame]:
+        """Frames for the bimodal trainer: structures (+ composition-only training rows)."""
+        from cosynth.data.synth_benchmark import composition_rows
+
+        f = self.frame
+        base = pd.DataFrame({"id": f["id"], "formula": f["formula"], "cif": f["cif"], "target": f[LABEL].astype(float),
+                             "structure_status": "ok", "origin": f["origin"], "split": f["split"]})
+        if with_compositions:
+            comps = composition_rows(self.data_root, exclude_formulas=set(f["formula"]))
+            n = self.config.composition_rows
+            if n is not None and len(comps) > n:
+                comps = comps.sample(n=n, random_state=self.config.seed).sort_values("id")
+            base = pd.concat([base, pd.DataFrame({"id": comps["id"], "formula": comps["formula"], "cif": None,
+                                                  "target": comps[LABEL].astype(float), "structure_status": "none",
+                                                  "origin": comps["origin"], "split": "train"})], ignore_index=True)
+        if weighted:
+            train = (base["split"] == "train").to_numpy()
+            base["weight"] = 1.0
+            base.loc[train, "weight"] = origin_balance_weights(base.loc[train, "origin"], base.loc[train, "target"])
+        return {k: base[base["split"] == k].drop(columns="split").reset_index(drop=True) for k in SPLITS}
+
+    def fit_graph(self, name: str, family: str, *, weighted: bool, compositions: bool, mode: str = "bimodal_aug"):
+        """Train one graph-family classifier; scores (logits) for every benchmark row."""
+        from cosynth.models.registry import load_model
+        from cosynth.training.bimodal import FitConfig, fit
+
+        c = self.config
+        config = FitConfig(model=family, mode=mode, task="classification", epochs=c.epochs, lr=c.lr,
+                           weight_decay=c.weight_decay, batch_size=c.batch_size, seed=c.seed, threads=None,
+                           extra={"weights": "per-origin class balance" if weighted else "none",
+                                  "composition_rows": c.composition_rows if compositions else 0})
+        run = self.work / "runs" / name
+        fit(self._split_frames(weighted, compositions), run, config, progress=False, verbose=True)
+        return load_model(run / "model.pt")
+
+    def model_scores(self, loaded, *, ensemble: int = 1) -> np.ndarray:
+        """Scores (logits of the likelihood) of a model file's predictions for the validation and
+        test rows, through the same path as ``cosynth predict``; NaN for training rows."""
+        rows = (self.frame["split"] != "train").to_numpy()
+        sub = self.frame.loc[rows, ["id", "formula", "cif"]]
+        pred = loaded.predict(sub, ensemble=ensemble, seed=self.config.seed, progress=self.progress).crystals
+        out = np.full(len(self.frame), np.nan)
+        out[rows] = _logit(pred.set_index("id")["likelihood"].reindex(sub["id"]).to_numpy(float))
+        return out
+
+
+def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
+    """Every baseline's score on every row (skipping those already stored)."""
+    from cosynth.audit.baselines import descriptor_scores
+    from cosynth.data.table import CrystalTable
+
+    f = bench.frame
+    if not bench.has("origin_only"):
+        t0 = time.perf_counter()
+        bench.store("origin_only", origin_scores(f), time.perf_counter() - t0)
+    if not bench.has("descriptor_trees") or not bench.has("density_only"):
+        t0 = time.perf_counter()
+        table = CrystalTable.from_frame(f[["id", "formula", "cif", LABEL, "split"]], parse=False)
+        fitted = descriptor_scores(table, cache_dir=bench.work / "descriptors", seed=bench.config.seed,
+                                   progress=bench.progress)
+        from cosynth.audit.audit import describe_table
+
+        dens = describe_table(table, cache_dir=bench.work / "descriptors")["density"].to_numpy(float)
+        bench.store("density_only", density_scores(f, dens), 0.0)
+        bench.store("descriptor_trees", fitted[0], time.perf_counter() - t0)
+    for column, sign in (("e_above_hull", -1.0), ("clscore_pucgcnn", 1.0)):
+        if not bench.has(column):
+            bench.store(column, sign * pd.to_numeric(f[column], errors="coerce").to_numpy(float), 0.0)
+    if not bench.has("roost_composition"):
+        t0 = time.perf_counter()
+        loaded = bench.fit_graph("roost", "roost", weighted=False, compositions=True, mode="composition")
+        bench.store("roost_composition", bench.model_scores(loaded), time.perf_counter() - t0)
+    if xiespp_weights is not None and Path(xiespp_weights).exists() and not bench.has("xiespp_published"):
+        from cosynth.models.registry import LoadedModel, image_spec
+        from cosynth.models.voxel_cnn.model import VoxelCNN, load_keras_weights
+
+        t0 = time.perf_counter()
+        net = load_keras_weights(VoxelCNN(), xiespp_weights)
+        loaded = LoadedModel.wrap(net, image=image_spec("xiespp"), task="classification")
+        bench.store("xiespp_published", bench.model_scores(loaded, ensemble=bench.config.xiespp_ensemble),
+                    time.perf_counter() - t0)
+
+
+CANDIDATES = {  # name: (family, per-origin balancing, composition-only rows)
+    "cgcnn": ("cgcnn", False, False),
+    "cgcnn_balanced": ("cgcnn", True, False),
+    "cosnet": ("cosnet", False, True),
+    "cosnet_balanced": ("cosnet", True, True),
+}
+
+
+def run_candidates(bench: Benchmark) -> dict[str, Path]:
+    """Train (or reuse) every candidate; returns their model files."""
+    files = {}
+    for name in bench.config.candidates:
+        family, weighted, comps = CANDIDATES[name]
+        run = bench.work / "runs" / name
+        if not bench.has(name):
+            t0 = time.perf_counter()
+            loaded = bench.fit_graph(name, family, weighted=weighted, compositions=comps)
+            bench.store(name, bench.model_scores(loaded), time.perf_counter() - t0)
+        files[name] = run / "model.pt"
+    if bench.config.voxel_epochs and not bench.has("voxel_cnn"):
+        files["voxel_cnn"] = run_voxel(bench)
+    elif bench.has("voxel_cnn"):
+        files["voxel_cnn"] = bench.work / "runs" / "voxel_cnn" / "model.pt"
+    return files
+
+
+def run_voxel(bench: Benchmark) -> Path:
+    """The voxel CNN on the full train split (resumable; scored when its epochs are done)."""
+    from cosynth.models.registry import load_model
+    from cosynth.training.voxel import TrainConfig, train_voxel
+
+    c = bench.config
+    run = bench.work / "runs" / "voxel_cnn"
+    t0 = time.perf_counter()
+    metrics = train_voxel(bench.frame[["id", "cif", LABEL, "split"]], run, TrainConfig(
+        label=LABEL, epochs=c.voxel_epochs, seed=c.seed, lr=c.voxel_lr, id_column="id", structure_column="cif",
+        split_column="split", max_minutes=c.voxel_max_minutes), progress=False)
+    if metrics.get("finished"):
+        bench.store("voxel_cnn", bench.model_scores(load_model(run / "model.pt"), ensemble=8), time.perf_counter() - t0)
+    return run / "model.pt"
+
+
+BASELINES = {
+    "origin_only": "positive rate of the row's origin in the training split",
+    "density_only": "mass density alone (sign fixed on training rows)",
+    "descriptor_trees": "gradient-boosted trees on the audit's structure descriptors (fitted on training rows)",
+    "roost_composition": "Roost on the composition only (structures' formulas + composition-only rows)",
+    "e_above_hull": "energy above the convex hull, lower = more synthesizable (rows that have it)",
+    "clscore_pucgcnn": "PU-CGCNN CLscore (rows that have it; LEAKY: trained on these labels)",
+    "xiespp_published": "published XIE-SPP weights (density-biased mixed-source model), xiespp sampler",
+}
+LEAKY = ("clscore_pucgcnn",)
+
+
+def judge(bench: Benchmark, names: list[str]) -> dict[str, dict]:
+    """Calibrate each score on validation and judge it on the test rows it covers."""
+    from cosynth.evaluate.benchmark import score_report, threshold_from_validation
+
+    f = bench.frame
+    y = f[LABEL].to_numpy(int)
+    out = {}
+    for name in names:
+        s = bench.scores[name].to_numpy(float)
+        val = (f["split"] == "val").to_numpy() & np.isfinite(s)
+        test = (f["split"] == "test").to_numpy() & np.isfinite(s)
+        if val.sum() < 10 or test.sum() < 10 or len(set(y[val])) < 2:
+            continue
+        a, b = platt(s[val], y[val])
+        prob = 1.0 / (1.0 + np.exp(-(a * s + b)))
+        threshold = threshold_from_validation(y[val], prob[val])
+        report = score_report(y[test], prob[test], f["origin"].to_numpy()[test], f["formula"].to_numpy()[test],
+                              threshold=threshold, n_boot=bench.config.n_boot, seed=bench.config.seed)
+        val_report = score_report(y[val], prob[val], f["origin"].to_numpy()[val], f["formula"].to_numpy()[val],
+                                  threshold=threshold, n_boot=0, seed=bench.config.seed)
+        report.update(calibration={"a": a, "b": b}, validation=val_report["metrics"],
+                      coverage=float(test.sum() / (f["split"] == "test").sum()))
+        out[name] = report
+    return out
+
+
+def selection_score(metrics: dict) -> float:
+    """How the winner is chosen, on validation only: the mean of overall, within-origin and
+    polymorph-pair ROC AUC (a model must rank well where shortcuts cannot help)."""
+    return float(np.nanmean([metrics["roc_auc"], metrics["within_origin_auc"], metrics["polymorph_pair_auc"]]))
+
+
+def add_ensemble(bench: Benchmark, judged: dict, candidates: list[str]) -> str | None:
+    """The mean of the calibrated logits of the two best candidates (by validation), as a candidate."""
+    ranked = sorted((c for c in candidates if c in judged and judged[c]["coverage"] == 1.0),
+                    key=lambda c: selection_score(judged[c]["validation"]), reverse=True)[:2]
+    if len(ranked) < 2:
+        return None
+    name = "ensemble_" + "+".join(ranked)
+    parts = [judged[c]["calibration"]["a"] * bench.scores[c].to_numpy(float) + judged[c]["calibration"]["b"]
+             for c in ranked]
+    bench.store(name, np.mean(parts, axis=0), 0.0)
+    return name
+
+
+def benchmark_synth(out, *, work=None, data_root=None, config: BenchmarkConfig | None = None,
+                    xiespp_weights=None, install: bool = False, progress: bool = False) -> dict:
+    """Run (or resume) the synthesizability benchmark and write its report to ``out``.
+
+    Args:
+        out: the report folder (README.md, benchmark.json, figures/).
+        work: the work folder (table, runs, scores); default ``runs/synth-benchmark[-quick]``.
+        data_root: the shared data root.
+        config: the settings (:meth:`BenchmarkConfig.quick_run` for a smoke test).
+        xiespp_weights: the published XIE-SPP weights (``weights0500.h5``) for their baseline row.
+        install: export the winner (and the voxel model, when trained) into ``cosynth/pretrained``.
+        progress: progress bars.
+
+    Returns:
+        The report's JSON.
+    """
+    config = config or BenchmarkConfig()
+    t_start = time.perf_counter()
+    work = Path(work or ("runs/synth-benchmark-quick" if config.quick else "runs/synth-benchmark"))
+    bench = Benchmark(work, config, data_root=data_root, progress=progress)
+    run_baselines(bench, xiespp_weights=xiespp_weights)
+    files = run_candidates(bench)
+    candidates = [c for c in files if bench.has(c)]
+    judged = judge(bench, [*BASELINES, *candidates])
+    ensemble = add_ensemble(bench, judged, candidates)
+    if ensemble:
+        judged.update(judge(bench, [ensemble]))
+        candidates.append(ensemble)
+    fair = [c for c in candidates if c in judged]
+    winner = max(fair, key=lambda c: selection_score(judged[c]["validation"])) if fair else None
+    result = _result(bench, judged, candidates, winner, time.perf_counter() - t_start)
+    from cosynth.experiments.synth_benchmark_report import write_report
+
+    write_report(Path(out), bench, result)
+    if install and winner is not None:
+        result["installed"] = install_models(bench, judged, winner, files, result)
+        atomic_write_json(Path(out) / "benchmark.json", result)
+    return result
+
+
+def _result(bench: Benchmark, judged: dict, candidates: list[str], winner: str | None, seconds: float) -> dict:
+    from cosynth.data.synth_benchmark import leakage_checks, split_fingerprint
+
+    f = bench.frame
+    saved = bench.work / "seconds.json"
+    return {"config": asdict(bench.config), "split_fingerprint": split_fingerprint(f), "leakage": leakage_checks(f),
+            "rows": {s: int((f["split"] == s).sum()) for s in SPLITS},
+            "positives": {s: int(f.loc[f["split"] == s, LABEL].sum()) for s in SPLITS},
+            "label_sources": f["label_source"].value_counts().to_dict(),
+            "baselines": {k: v for k, v in BASELINES.items() if k in judged}, "leaky": list(LEAKY),
+            "candidates": candidates, "winner": winner, "scores": judged,
+            "seconds": json.loads(saved.read_text()) if saved.exists() else {},
+            "wall_seconds_this_command": round(seconds, 1)}
+
+
+def install_models(bench: Benchmark, judged: dict, winner: str, files: dict, result: dict) -> dict:
+    """Export the winner (with its validation calibration) as the default model, and the voxel model."""
+    from cosynth.experiments.synth_benchmark_report import model_card
+    from cosynth.models.registry import PRETRAINED_DIR, load_model, save_model
+
+    installed = {}
+    targets = {"cosynth-synth": winner}
+    if "voxel_cnn" in files and "voxel_cnn" in judged:
+        targets["cosynth-synth-voxel"] = "voxel_cnn"
+    for name, candidate in targets.items():
+        if candidate.startswith("ensemble_"):
+            candidate = candidate.removeprefix("ensemble_").split("+")[0]  # ship the best single member
+        loaded = load_model(files[candidate])
+        report = judged[candidate]
+        meta = {**loaded.meta, "calibration": report["calibration"], "threshold": report["threshold"],
+                "metrics": {**report["metrics"], "benchmark_split": result["split_fingerprint"]},
+                "provenance": {**loaded.meta.get("provenance", {}), "benchmark": f"cosynth benchmark synth ({candidate})"}}
+        save_model(loaded.network, PRETRAINED_DIR / f"{name}.pt", meta)
+        atomic_write_text(PRETRAINED_DIR / f"{name}.md", model_card(name, candidate, result))
+        installed[name] = candidate
+    return installed
+
+
+def quick_config(**overrides) -> BenchmarkConfig:
+    return replace(BenchmarkConfig.quick_run(), **overrides)

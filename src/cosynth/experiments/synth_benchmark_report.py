@@ -1,0 +1,185 @@
+"""The synthesizability benchmark's report and model cards, generated from its scores (never by hand)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cosynth.io.files import atomic_write_json, atomic_write_text
+
+TARGETS = {"roc_auc": (">=", 0.88), "within_origin_auc": (">=", 0.78), "polymorph_pair_auc": (">=", 0.70),
+           "ece": ("<=", 0.05)}
+SHOWN = ("roc_auc", "pr_auc", "within_origin_auc", "polymorph_pair_auc", "ece", "brier", "accuracy", "precision",
+         "recall", "specificity")
+COMMAND = "cosynth benchmark synth"
+
+
+def _cell(report: dict, key: str) -> str:
+    value = report["metrics"].get(key)
+    if value is None or not np.isfinite(value):
+        return "–"
+    low, high = report["ci"].get(key, [np.nan, np.nan])
+    if key in ("roc_auc", "within_origin_auc", "polymorph_pair_auc") and np.isfinite(low):
+        return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+    return f"{value:.3f}"
+
+
+def results_table(result: dict) -> pd.DataFrame:
+    """One row per model: kind, test coverage and every metric (ranking AUCs with their 95 % CIs)."""
+    rows = []
+    for name, report in result["scores"].items():
+        kind = ("leaky reference" if name in result["leaky"] else "baseline" if name in result["baselines"]
+                else "candidate")
+        if name == result["winner"]:
+            kind = "candidate, chosen"
+        rows.append({"model": name, "kind": kind, "test rows": report["n"], **{k: _cell(report, k) for k in SHOWN}})
+    order = {"candidate, chosen": 0, "candidate": 1, "baseline": 2, "leaky reference": 3}
+    return pd.DataFrame(rows).sort_values(["kind", "model"], key=lambda c: c.map(order) if c.name == "kind" else c)
+
+
+def beats_baselines(result: dict) -> dict[str, dict]:
+    """For the winner and each key AUC: does its CI's lower end clear every non-leaky baseline's value?"""
+    winner = result["scores"].get(result["winner"] or "")
+    if winner is None:
+        return {}
+    out = {}
+    for key in ("roc_auc", "within_origin_auc", "polymorph_pair_auc"):
+        low = winner["ci"][key][0]
+        rivals = {b: result["scores"][b]["metrics"][key] for b in result["baselines"]
+                  if b not in result["leaky"] and b in result["scores"]}
+        best = max(rivals, key=lambda b: -np.inf if not np.isfinite(rivals[b]) else rivals[b]) if rivals else None
+        out[key] = {"winner_ci_low": low, "best_baseline": best, "best_baseline_value": rivals.get(best),
+                    "beats_by_more_than_ci": bool(best is not None and low > rivals[best])}
+    return out
+
+
+def targets_met(result: dict) -> dict[str, dict]:
+    winner = result["scores"].get(result["winner"] or "")
+    if winner is None:
+        return {}
+    out = {}
+    for key, (op, bound) in TARGETS.items():
+        value = winner["metrics"][key]
+        out[key] = {"value": value, "target": f"{op} {bound}",
+                    "met": bool(value >= bound if op == ">=" else value <= bound)}
+    return out
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _figures(out: Path, bench, result: dict) -> list[str]:
+    from sklearn.metrics import roc_curve
+
+    from cosynth.report import figures
+
+    f = bench.frame
+    y = f["label"].to_numpy(int)
+    test = (f["split"] == "test").to_numpy()
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    curves = {}
+    for name, report in result["scores"].items():
+        s = bench.scores[name].to_numpy(float)
+        keep = test & np.isfinite(s)
+        if report["coverage"] < 1.0:
+            continue
+        fpr, tpr, _ = roc_curve(y[keep], s[keep])
+        curves[name] = (fpr, tpr, report["metrics"]["roc_auc"])
+    fig = figures.roc_figure(curves, title="Test ROC, rows every model covers")
+    fig.savefig(fig_dir / "roc.png", dpi=120)
+    names.append("figures/roc.png")
+    winner = result["winner"]
+    if winner:
+        cal = result["scores"][winner]["calibration"]
+        s = bench.scores[winner].to_numpy(float)
+        p = 1 / (1 + np.exp(-(cal["a"] * s + cal["b"])))
+        fig = figures.reliability_diagram(y[test], p[test], title=f"Reliability of {winner} (test)")
+        fig.savefig(fig_dir / "reliability.png", dpi=120)
+        names.append("figures/reliability.png")
+        shown = [m for m in (winner, "descriptor_trees", "roost_composition", "xiespp_published")
+                 if m in result["scores"]]
+        table = pd.DataFrame({m: {o: v["roc_auc"] for o, v in result["scores"][m]["per_origin"].items()}
+                              for m in shown}).dropna(how="all")
+        fig = figures.grouped_bars(table, "Test ROC AUC within each origin", "ROC AUC", hline=0.5)
+        fig.savefig(fig_dir / "per_origin.png", dpi=120)
+        names.append("figures/per_origin.png")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    return names
+
+
+def write_report(out: Path, bench, result: dict) -> None:
+    """``README.md``, ``benchmark.json`` and ``figures/`` in ``out``, all from ``result`` and the scores."""
+    out.mkdir(parents=True, exist_ok=True)
+    result["figures"] = _figures(out, bench, result)
+    result["beats_baselines"] = beats_baselines(result)
+    result["targets"] = targets_met(result)
+    atomic_write_json(out / "benchmark.json", result)
+    c = result["config"]
+    quick = " (QUICK RUN: a smoke test on a small subset, not a result)" if c["quick"] else ""
+    lines = [f"# Synthesizability benchmark{quick}", "",
+             f"Generated by `{COMMAND}{' --quick' if c['quick'] else ''}` in {result['wall_seconds_this_command'] / 60:.1f} "
+             f"min (this invocation; stage seconds in `benchmark.json`). Every number below comes from "
+             "`benchmark.json` in this folder.", "",
+             "## Data", "",
+             f"- {sum(result['rows'].values())} labelled Materials Project structures (`mp_synth_structures` + "
+             f"`mp_extra_structures`); labels: {', '.join(f'{k} {v}' for k, v in result['label_sources'].items())} "
+             "(CPUL first, then PU-CGCNN, then SynCoTrain).",
+             "- Split (seed {seed}, fingerprint `{fp}`): grouped by reduced formula, stratified by origin × label: "
+             .format(seed=c["seed"], fp=result["split_fingerprint"])
+             + ", ".join(f"{s} {n} ({result['positives'][s]} positive)" for s, n in result["rows"].items()) + ".",
+             f"- Leakage checks: {result['leakage']['ids_in_two_splits']} MP ids and "
+             f"{result['leakage']['formulas_in_two_splits']} formulas in two splits (near-duplicate structures share "
+             "their formula, so none can cross splits).",
+             f"- Composition-only training rows (PU-CGCNN lists, no validation/test formula): "
+             f"{c['composition_rows'] if c['composition_rows'] is not None else 'all'}.", "",
+             "## Test results", "",
+             "Each score is calibrated on validation (Platt scaling, so rankings are unchanged); threshold "
+             "metrics use a threshold fixed on validation (best balanced accuracy). Brackets: 95 % bootstrap "
+             "intervals over test formulas. *Within-origin*: mean ROC AUC inside each origin that has both classes "
+             "(origin alone scores 0.5). *Polymorph pairs*: share of same-formula (ICSD, theoretical) pairs ranked "
+             "right (composition alone scores 0.5). Rows a baseline lacks (e.g. no energy above hull) are left out "
+             "of that baseline's row only (`test rows`).", "",
+             _md_table(results_table(result)), ""]
+    if result["winner"]:
+        lines += [f"**Chosen on validation**: `{result['winner']}` (mean of overall, within-origin and polymorph-pair "
+                  "validation AUC).", ""]
+        lines += ["| target | value | met |", "|---|---|---|"]
+        lines += [f"| {k} {v['target']} | {v['value']:.3f} | {'yes' if v['met'] else 'no'} |"
+                  for k, v in result["targets"].items()]
+        lines += ["", "| metric | winner's CI low | best non-leaky baseline | its value | beaten by more than the CI |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['winner_ci_low']:.3f} | {v['best_baseline']} | {v['best_baseline_value']:.3f} | "
+                  f"{'yes' if v['beats_by_more_than_ci'] else 'no'} |" for k, v in result["beats_baselines"].items()]
+        lines += [""]
+    lines += ["## Baselines", ""] + [f"- `{k}`: {v}" for k, v in result["baselines"].items()] + [""]
+    lines += ["## Figures", ""] + [f"![{Path(p).stem}]({p})" for p in result["figures"]] + [""]
+    atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
+
+
+def model_card(name: str, candidate: str, result: dict) -> str:
+    """The card of an exported model, from the benchmark's numbers."""
+    report = result["scores"][candidate]
+    lines = [f"# Model card: {name}", "",
+             f"Exported by `{COMMAND} --install` from the candidate `{candidate}` (split fingerprint "
+             f"`{result['split_fingerprint']}`). All numbers are its test results in the benchmark report "
+             "(`reports/synth-benchmark/`).", "",
+             "**What it predicts**: the likelihood that a crystal (or, for composition-aware models, a formula) is "
+             "experimentally realised (an ICSD-tagged Materials Project entry) rather than only computed. "
+             "Likelihoods are calibrated on the validation split (Platt scaling); `label` uses the validation "
+             f"threshold {report['threshold']:.3f}.", "",
+             "| metric | test value |", "|---|---|"]
+    lines += [f"| {k} | {_cell(report, k)} |" for k in SHOWN]
+    lines += ["", "**Limits**: labels are MP snapshots (some theoretical entries have been made since); origins "
+              "differ in their positive rate, which is why within-origin and polymorph-pair AUCs are reported; "
+              "crystals unlike Materials Project entries are outside what it has seen."]
+    return "\n".join(lines) + "\n"
