@@ -27,6 +27,8 @@ class SparseBatch:
     ijk: torch.Tensor  # (P, 3) int32, each image's rows sorted lexicographically
     values: torch.Tensor  # (P, 3) float32
     starts: torch.Tensor  # (B+1,) int64
+    codes: torch.Tensor | None = None  # (P,) int32 row of ``table`` holding each voxel's values
+    table: torch.Tensor | None = None  # (U, 3) float32 distinct value rows (one per element present)
 
     @classmethod
     def from_images(cls, images: list[SparseImage]) -> "SparseBatch":
@@ -34,11 +36,20 @@ class SparseBatch:
         sizes = [len(im.numbers) for im in images]
         ijk = np.concatenate([im.ijk for im in images]).astype(np.int32) if images else np.zeros((0, 3), np.int32)
         z = np.concatenate([im.numbers for im in images]) if images else np.zeros(0, np.uint8)
+        present = np.flatnonzero(np.bincount(z, minlength=len(table)))
+        remap = np.zeros(len(table), np.int32)
+        remap[present] = np.arange(len(present), dtype=np.int32)
         return cls(
             ijk=torch.from_numpy(np.ascontiguousarray(ijk)),
             values=torch.from_numpy(np.ascontiguousarray(table[z])),
             starts=torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)),
+            codes=torch.from_numpy(remap[z]),
+            table=torch.from_numpy(np.ascontiguousarray(table[present])),
         )
+
+    def first_block(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Block 1 (conv → ReLU → max-pool 4) of these images: (B, F, 32, 32, 32) float32."""
+        return sparse_first_block(self.ijk, self.values, self.starts, weight, bias, self.codes, self.table)
 
     def __len__(self) -> int:
         return len(self.starts) - 1
@@ -113,12 +124,11 @@ class VoxelCNN(nn.Module):
 
     def conv_features(self, batch: SparseBatch) -> torch.Tensor:
         """The convolutions' output (B, F, 2, 2, 2) of sparse images, before the dense head."""
-        return self._conv_tail(sparse_first_block(batch.ijk, batch.values, batch.starts, self.conv1.weight,
-                                                  self.conv1.bias))
+        return self._conv_tail(batch.first_block(self.conv1.weight, self.conv1.bias))
 
     def logits_and_features(self, batch: SparseBatch):
         """(logits, last-hidden-layer features) of sparse images."""
-        x = sparse_first_block(batch.ijk, batch.values, batch.starts, self.conv1.weight, self.conv1.bias)
+        x = batch.first_block(self.conv1.weight, self.conv1.bias)
         return self._tail(x, with_features=True)
 
     def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,7 +138,7 @@ class VoxelCNN(nn.Module):
 
     def forward_sparse(self, batch: SparseBatch) -> torch.Tensor:
         """Logits from sparse images, block 1 without the F×128³ activation."""
-        x = sparse_first_block(batch.ijk, batch.values, batch.starts, self.conv1.weight, self.conv1.bias)
+        x = batch.first_block(self.conv1.weight, self.conv1.bias)
         return self._tail(x)
 
     def forward(self, batch: SparseBatch | torch.Tensor) -> torch.Tensor:
