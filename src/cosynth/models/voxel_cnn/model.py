@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cosynth.models.voxel_cnn.precision import PRECISIONS, autocast, resolve_precision
 from cosynth.models.voxel_cnn.sparse import sparse_first_block
 from cosynth.represent.voxel import GRID, SparseImage, channel_table
 
@@ -68,6 +69,12 @@ class VoxelCNN(nn.Module):
 
     ``path`` chooses how block 1 runs: ``"sparse"`` (default on CPU; exact, fast, low memory)
     or ``"dense"`` (the plain PyTorch reference; may be faster on a GPU).
+
+    ``precision`` (``"fp32"`` default, or ``"bf16"``; a runtime setting, not saved in model files)
+    chooses how blocks 2–3 and the head run: bf16 is autocast with float32 master weights, so
+    ``forward`` and ``backward`` both work; block 1 stays float32; logits are always float32.
+    Set it with ``model.precision = "bf16"`` or ``model.set_precision("auto")`` (see
+    :func:`~cosynth.models.voxel_cnn.precision.resolve_precision`).
     """
 
     def __init__(self, in_channels: int = 3, filters: int = 32, hidden: tuple[int, ...] = (13, 13, 13),
@@ -86,6 +93,7 @@ class VoxelCNN(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.head = nn.Sequential(*layers)
         self.path = "sparse"
+        self.precision = "fp32"
         # share of conv2/conv3 ReLUs that fire, from the latest training batch: near 0 means the
         # network has died (no gradient reaches the convolutions) and can no longer learn
         self.activity: dict[str, float] = {}
@@ -100,8 +108,29 @@ class VoxelCNN(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {value!r} (resolve 'auto' with "
+                             "set_precision)")
+        self._precision = value
+
+    def set_precision(self, requested: str = "auto") -> "VoxelCNN":
+        """Set :attr:`precision` from ``"auto"``, ``"fp32"`` or ``"bf16"`` for this model's device
+        (bf16 falls back to fp32 with a warning where it is not supported); returns the model."""
+        self.precision = resolve_precision(requested, self.conv1.weight.device)
+        return self
+
     def _conv_tail(self, x: torch.Tensor) -> torch.Tensor:
         """Blocks 2–3 from block 1's pooled output (B, F, 32³): the (B, F, 2, 2, 2) conv features."""
+        with autocast(self.precision, x.device.type):
+            return self._conv_blocks(x).float()
+
+    def _conv_blocks(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last_3d)
         a2 = torch.relu(self.conv2(x))
         x = nn.functional.max_pool3d(a2, 4)
@@ -115,12 +144,13 @@ class VoxelCNN(nn.Module):
 
         ``with_features`` also returns the last hidden layer (the model's latent description of
         the crystal, used for the applicability-domain score)."""
-        x = self._conv_tail(x)
-        x = x.permute(0, 2, 3, 4, 1).reshape(x.shape[0], -1)  # channels-last flatten (Keras order)
-        if not with_features:
-            return self.head(x).squeeze(-1)
-        features = self.head[:-1](x)
-        return self.head[-1](features).squeeze(-1), features
+        with autocast(self.precision, x.device.type):
+            x = self._conv_blocks(x)
+            x = x.permute(0, 2, 3, 4, 1).reshape(x.shape[0], -1)  # channels-last flatten (Keras order)
+            if not with_features:
+                return self.head(x).squeeze(-1).float()
+            features = self.head[:-1](x)
+            return self.head[-1](features).squeeze(-1).float(), features.float()
 
     def conv_features(self, batch: SparseBatch) -> torch.Tensor:
         """The convolutions' output (B, F, 2, 2, 2) of sparse images, before the dense head."""
