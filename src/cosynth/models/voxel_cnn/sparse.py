@@ -37,7 +37,6 @@ BACKGROUND = -1  # winner code of a cell whose max is ReLU(bias) at an unaffecte
 # (row = a[i]); views cost ~2× in these loops.
 
 
-@njit(cache=True, parallel=True, fastmath=True)
 def _forward(ijk, codes, starts, contrib, bias, out, win, track):  # pragma: no cover - compiled
     """ijk (P,3) int32 sorted per image; codes (P,) int32 value row of each voxel; starts (B+1,);
     contrib (U,27,F) f32 = W_k · v_u; bias (F,); out (B, CELLS³, F) f32 result; win (B, CELLS³, F)
@@ -133,7 +132,6 @@ def _forward(ijk, codes, starts, contrib, bias, out, win, track):  # pragma: no 
                             out[im, base + c, f] = o_ if full else max(o_, relu_b[f])
 
 
-@njit(cache=True, parallel=True, fastmath=True)
 def _backward(ijk, codes, starts, grad, win, g_u, g_b):  # pragma: no cover - compiled
     """Per-image sums of the upstream gradient grad (B, CELLS³, F): g_u (B, U, 27, F) float64 over
     the (value row, kernel offset) of every winning affected position, g_b (B, F) float64 over
@@ -171,6 +169,13 @@ def _backward(ijk, codes, starts, grad, win, g_u, g_b):  # pragma: no cover - co
                 a += 1
 
 
+# a single image runs serially: waking a thread pool for it costs more than it saves
+_forward_serial = njit(cache=True, fastmath=True)(_forward)
+_forward_parallel = njit(cache=True, parallel=True, fastmath=True)(_forward)
+_backward_serial = njit(cache=True, fastmath=True)(_backward)
+_backward_parallel = njit(cache=True, parallel=True, fastmath=True)(_backward)
+
+
 def value_codes(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(codes (P,) int32, table (U, C) float32) with ``table[codes] == vals`` (distinct rows)."""
     vals = np.ascontiguousarray(vals, dtype=np.float32)
@@ -195,7 +200,8 @@ class SparseFirstBlock(torch.autograd.Function):
         out = np.empty((n_img, CELLS**3, nf), np.float32)
         win = np.empty((n_img, CELLS**3, nf) if track else (0, 0, 0), np.int8)
         if n_img:
-            _forward(ijk.numpy(), codes.numpy(), starts.numpy(), contrib.numpy(), b_np, out, win, bool(track))
+            kernel = _forward_parallel if n_img > 1 else _forward_serial
+            kernel(ijk.numpy(), codes.numpy(), starts.numpy(), contrib.numpy(), b_np, out, win, bool(track))
         if track:
             ctx.save_for_backward(ijk, codes, table, starts, bias)
             ctx.win = win
@@ -215,7 +221,8 @@ class SparseFirstBlock(torch.autograd.Function):
         g_u = np.zeros((n_img, n_u, 27, nf), np.float64)
         g_b = np.zeros((n_img, nf), np.float64)
         if n_img:
-            _backward(ijk.numpy(), codes.numpy(), starts.numpy(), grad, win, g_u, g_b)
+            kernel = _backward_parallel if n_img > 1 else _backward_serial
+            kernel(ijk.numpy(), codes.numpy(), starts.numpy(), grad, win, g_u, g_b)
         # sum per-image partials in a fixed order: deterministic whatever the thread count
         gw = np.einsum("uc,ukf->kcf", table.numpy().astype(np.float64), g_u.sum(axis=0))
         c_in = table.shape[1]
