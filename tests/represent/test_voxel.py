@@ -312,3 +312,71 @@ def test_batched_images_report_collisions():
     s = Structure(Lattice.cubic(4.0), ["Si", "Si"], [[0.5, 0.5, 0.5], [0.5 + 0.05 / 4.0, 0.5, 0.5]])
     with pytest.raises(VoxelCollisionError, match="voxel"):
         CrystalImager.from_structure(s).images([(0, 0, 0), (10, 20, 30)], "xiespp")
+
+
+# ------------------------------------------------- files in xiespp mode: positions as ASE reads them
+
+
+def _oblique_cif() -> str:
+    """A body-centred primitive cell (a = b = c, all angles 109.47°, as in MP's mp-567395) with
+    an atom written at x = 0 that ASE's CIF reader brings back at x = 1.0."""
+    return "\n".join([
+        "data_oblique",
+        "_symmetry_space_group_name_H-M   'P 1'",
+        "_symmetry_Int_Tables_number   1",
+        *(f"_cell_length_{x}   9.37532602" for x in "abc"),
+        *(f"_cell_angle_{x}   109.47122063" for x in ("alpha", "beta", "gamma")),
+        "loop_", " _symmetry_equiv_pos_site_id", " _symmetry_equiv_pos_as_xyz", "  1  'x, y, z'",
+        "loop_", " _atom_site_type_symbol", " _atom_site_label", " _atom_site_symmetry_multiplicity",
+        " _atom_site_fract_x", " _atom_site_fract_y", " _atom_site_fract_z", " _atom_site_occupancy",
+        "  Fe  Fe0  1  0.00000000  0.00000000  0.00000000  1.0",
+        "  Au  Au1  1  0.00000000  0.08677400  0.50000000  1.0",
+        "  Au  Au2  1  0.50000000  0.00000000  0.08677400  1.0",
+    ]) + "\n"
+
+
+def test_xiespp_images_of_cif_files_use_the_positions_ase_reads(tmp_path):
+    import ase.io
+
+    from cosynth.io import read_crystals
+
+    path = tmp_path / "oblique.cif"
+    path.write_text(_oblique_cif())
+    atoms = ase.io.read(path)
+    frac = atoms.get_scaled_positions(wrap=False)
+    assert frac[1, 0] == 1.0 and frac[0, 0] == 0.0  # the coordinate written as 0 comes back as 1.0
+
+    (record,) = read_crystals([path])
+    assert record.ok and record.cif is not None
+    assert record.structure.frac_coords[1, 0] == 0.0  # pymatgen keeps it as written
+
+    imager = CrystalImager.from_record(record, "xiespp")
+    expected = CrystalImager(atoms.cell[:], atoms.positions, atoms.numbers)
+    np.testing.assert_array_equal(imager.points, expected.points)
+    np.testing.assert_array_equal(imager.numbers, expected.numbers)
+    # the moved atom changes the centring, hence the image at every rotation, identity included
+    as_written = CrystalImager.from_structure(record.structure)
+    assert imager.image((0, 0, 0), "xiespp").sha256() != as_written.image((0, 0, 0), "xiespp").sha256()
+    # other samplers and in-memory crystals are used as they are
+    for other in ("haar", "sobol"):
+        np.testing.assert_array_equal(CrystalImager.from_record(record, other).points, as_written.points)
+
+
+def test_xiespp_images_of_cif_table_cells_use_the_positions_ase_reads():
+    import pandas as pd
+
+    from cosynth.io import read_crystals
+
+    (record,) = read_crystals(pd.DataFrame({"id": ["x"], "cif": [_oblique_cif()]}))
+    assert record.ok and record.cif is not None
+    atoms_points = CrystalImager(*voxel.ase_frame(_oblique_cif())).points
+    np.testing.assert_array_equal(CrystalImager.from_record(record, "xiespp").points, atoms_points)
+
+
+def test_xiespp_example_files_are_positioned_as_the_reference_cells(xiespp_cifs, parity_cells):
+    from cosynth.io import read_crystals
+
+    for record in read_crystals(xiespp_cifs):
+        c = parity_cells[record.id + ".cif"]
+        ref = CrystalImager(c["cell"], c["positions"], c["numbers"])
+        np.testing.assert_array_equal(CrystalImager.from_record(record, "xiespp").points, ref.points)

@@ -51,6 +51,9 @@ class CrystalRecord:
     error: str | None
     source: str
     formula: str | None = None
+    # the CIF data block the crystal was parsed from (files or table cells), so the XIE-SPP
+    # compatible imager can position it exactly as ase.io.read does (specs/voxel-image.md)
+    cif: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -66,6 +69,7 @@ class _Raw:
     structure: Structure | None = None
     error: str | None = None
     formula: str | None = None
+    cif: str | None = None
 
 
 # ----------------------------------------------------------------------------- public API
@@ -164,7 +168,7 @@ def _finish(raw: _Raw, used: set[str], resolve_disorder: str, validate: bool) ->
             message = f"validation failed: {type(exc).__name__}: {exc}"
             return CrystalRecord(rid, None, "error", _clip(message), raw.source, formula)
         formula = _formula(structure)
-    return CrystalRecord(rid, structure, "ok", None, raw.source, formula)
+    return CrystalRecord(rid, structure, "ok", None, raw.source, formula, cif=raw.cif)
 
 
 def _unique_id(base: str, used: set[str]) -> str:
@@ -408,7 +412,7 @@ def _cif_block(block: str) -> _Raw:
             return _Raw("", "", error=_explain(exc, "cif", caught))
     if len(structures) != 1:
         return _Raw("", "", error=f"CIF parse failed: block gave {len(structures)} structures")
-    return _Raw("", "", structure=structures[0])
+    return _Raw("", "", structure=structures[0], cif=block)
 
 
 def _parse_poscar(text: str) -> Structure:

@@ -202,6 +202,25 @@ def standard_frame(cell: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray,
     return new_cell, frac @ new_cell
 
 
+def ase_frame(cif_text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(cell, positions, numbers) of the crystal in CIF text exactly as ``ase.io.read`` returns it,
+    or None if ASE cannot read it."""
+    import io
+    import warnings
+
+    import ase.io
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            atoms = ase.io.read(io.StringIO(cif_text), format="cif")
+    except Exception:  # noqa: BLE001 - any ASE failure means: use the pymatgen structure
+        return None
+    if isinstance(atoms, list):
+        atoms = atoms[-1]
+    return np.asarray(atoms.cell[:], dtype=np.float64), np.asarray(atoms.positions, np.float64), atoms.numbers
+
+
 class CrystalImager:
     """Voxel images of one crystal for any number of rotations.
 
@@ -227,6 +246,25 @@ class CrystalImager:
     def from_structure(cls, structure) -> "CrystalImager":
         cell, pos = standard_frame(structure.lattice.matrix, structure.cart_coords)
         return cls(cell, pos, [site.specie.Z for site in structure])
+
+    @classmethod
+    def from_record(cls, record, sampler: str = "haar") -> "CrystalImager":
+        """The imager of a :class:`~cosynth.io.CrystalRecord` for ``sampler``.
+
+        In ``xiespp`` mode a crystal read from CIF text (a file or a table cell; ``record.cif``)
+        is positioned exactly as ``ase.io.read`` returns it — cell, Cartesian positions and
+        numbers — as the published code does: ASE wraps some coordinates written as 0 to 1.0 in
+        oblique cells, which moves that atom by a lattice vector and changes the centring
+        (specs/voxel-image.md). Other inputs, other samplers, or a CIF whose ASE reading does
+        not hold the record's atoms (e.g. after disorder resolution) use :meth:`from_structure`.
+        """
+        if sampler == "xiespp" and getattr(record, "cif", None):
+            frame = ase_frame(record.cif)
+            if frame is not None:
+                numbers = sorted(site.specie.Z for site in record.structure)
+                if sorted(int(z) for z in frame[2]) == numbers:
+                    return cls(*frame)
+        return cls.from_structure(record.structure)
 
     @property
     def n_points(self) -> int:
