@@ -278,7 +278,7 @@ class CrystalImager:
         """
         return self.images(np.asarray(angles_deg, dtype=np.float64).reshape(1, 3), sampler)[0]
 
-    def images(self, angles_deg, sampler: str = "haar", chunk: int = 16) -> list[SparseImage]:
+    def images(self, angles_deg, sampler: str = "haar", chunk: int = 16, parallel: bool = True) -> list[SparseImage]:
         """The sparse images of all rotations (E, 3) at once (the same images as :meth:`image`).
 
         Rotation and voxelisation run as one compiled loop over ``chunk`` rotations at a time (in
@@ -286,6 +286,7 @@ class CrystalImager:
         bit-exact (the float32 axis rotations in upstream's order); ``haar``/``sobol`` evaluate
         the float32 matrix product as ((p·m0 + p·m1) + p·m2) + centre, which can differ from a
         BLAS product in the last bit (a voxel in rare images, never the sampler's statistics).
+        ``parallel=False`` keeps to the calling thread (e.g. a background imaging thread).
         """
         angles = np.asarray(angles_deg, dtype=np.float64).reshape(-1, 3)
         if sampler not in SAMPLERS:
@@ -294,9 +295,10 @@ class CrystalImager:
         for start in range(0, len(angles), chunk):
             part = angles[start : start + chunk]
             if sampler == "xiespp":
-                out += _images_batch(self.points, self.numbers, _xiespp_factors(xiespp_angles(part)), True)
+                rot, xiespp = _xiespp_factors(xiespp_angles(part)), True
             else:
-                out += _images_batch(self.points, self.numbers, angles_to_matrix(part).astype(np.float32), False)
+                rot, xiespp = angles_to_matrix(part).astype(np.float32), False
+            out += _images_batch(self.points, self.numbers, rot, xiespp, parallel)
         return out
 
 
@@ -407,18 +409,19 @@ def _image_kernel(points, numbers, rot, xiespp, ijk, z, counts, collision):  # p
 
 
 # one rotation runs serially: waking a thread pool for it costs more than it saves
-_image_serial = njit(cache=True)(_image_kernel)
-_image_parallel = njit(cache=True, parallel=True)(_image_kernel)
+_image_serial = njit(cache=True, nogil=True)(_image_kernel)
+_image_parallel = njit(cache=True, nogil=True, parallel=True)(_image_kernel)
 
 
-def _images_batch(points: np.ndarray, numbers: np.ndarray, rot: np.ndarray, xiespp: bool) -> list[SparseImage]:
+def _images_batch(points: np.ndarray, numbers: np.ndarray, rot: np.ndarray, xiespp: bool,
+                  parallel: bool = True) -> list[SparseImage]:
     n_rot, n_pts = rot.shape[0], points.shape[0]
     ijk = np.empty((n_rot, n_pts, 3), np.int16)
     z = np.empty((n_rot, n_pts), np.uint8)
     counts = np.zeros(n_rot, np.int64)
     collision = np.full(n_rot, -1, np.int64)
     if n_rot:
-        kernel = _image_parallel if n_rot > 1 else _image_serial
+        kernel = _image_parallel if parallel and n_rot > 1 else _image_serial
         kernel(points, numbers, np.ascontiguousarray(rot, dtype=np.float32), xiespp, ijk, z, counts, collision)
     for e in range(n_rot):
         if collision[e] >= 0:

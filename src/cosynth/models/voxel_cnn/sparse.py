@@ -170,10 +170,10 @@ def _backward(ijk, codes, starts, grad, win, g_u, g_b):  # pragma: no cover - co
 
 
 # a single image runs serially: waking a thread pool for it costs more than it saves
-_forward_serial = njit(cache=True, fastmath=True)(_forward)
-_forward_parallel = njit(cache=True, parallel=True, fastmath=True)(_forward)
-_backward_serial = njit(cache=True, fastmath=True)(_backward)
-_backward_parallel = njit(cache=True, parallel=True, fastmath=True)(_backward)
+_forward_serial = njit(cache=True, nogil=True, fastmath=True)(_forward)
+_forward_parallel = njit(cache=True, nogil=True, parallel=True, fastmath=True)(_forward)
+_backward_serial = njit(cache=True, nogil=True, fastmath=True)(_backward)
+_backward_parallel = njit(cache=True, nogil=True, parallel=True, fastmath=True)(_backward)
 
 
 def value_codes(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
