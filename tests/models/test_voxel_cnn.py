@@ -267,7 +267,7 @@ def test_imported_weights_reproduce_reference_probabilities(xiespp_model, parity
         batch = SparseBatch.from_images([imager.image(r["angles"], "xiespp") for r in rows])
         with torch.inference_mode():
             probs = torch.sigmoid(xiespp_model(batch)).numpy().astype(np.float64)
-        errors += [abs(p - r["probability"]) for p, r in zip(probs, rows)]
+        errors += [abs(p - r["probability"]) for p, r in zip(probs, rows, strict=False)]
     assert len(errors) == 78
     # measured max |Δp| = 3.87e-07 (2.01e-07 before block 1 used the per-element contribution
     # table; both are float32 rounding in block 1); 1e-6 leaves room for thread/oneDNN variation
@@ -290,7 +290,8 @@ def keras_shaped_groups(rng) -> dict:
     for name, c_in in [("conv3d", 3), ("conv3d_1", 32), ("conv3d_2", 32)]:
         groups[name] = {"kernel:0": rng.normal(size=(3, 3, 3, c_in, 32)).astype(np.float32),
                         "bias:0": rng.normal(size=32).astype(np.float32)}
-    for name, (n_in, n_out) in zip(["dense", "dense_1", "dense_2", "dense_3"], [(256, 13), (13, 13), (13, 13), (13, 1)]):
+    dense_names, dense_shapes = ["dense", "dense_1", "dense_2", "dense_3"], [(256, 13), (13, 13), (13, 13), (13, 1)]
+    for name, (n_in, n_out) in zip(dense_names, dense_shapes, strict=True):
         groups[name] = {"kernel:0": rng.normal(size=(n_in, n_out)).astype(np.float32),
                         "bias:0": rng.normal(size=n_out).astype(np.float32)}
     return groups
@@ -348,7 +349,7 @@ def test_save_and_load_model_round_trip(tmp_path):
     assert meta["metrics"] == metrics
     assert meta["format"] == store.FORMAT and meta["family"] == "voxel_cnn"
     assert meta["path"] == str(path)
-    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=False):
         assert k1 == k2 and torch.equal(v1, v2)
 
     batch = SparseBatch.from_images(random_images(np.random.default_rng(12), [300, 50]))
@@ -412,7 +413,7 @@ def test_bf16_forward_and_gradients_are_close_to_fp32():
         F.binary_cross_entropy_with_logits(logits, y).backward()
         grads = {k: p.grad.clone() for k, p in model.named_parameters()}
         assert all(p.dtype == torch.float32 and g.dtype == torch.float32
-                   for p, g in zip(model.parameters(), grads.values()))  # fp32 master weights
+                   for p, g in zip(model.parameters(), grads.values(), strict=False))  # fp32 master weights
         results[precision] = (logits.detach(), grads)
     (l32, g32), (l16, g16) = results["fp32"], results["bf16"]
     assert float((torch.sigmoid(l32) - torch.sigmoid(l16)).abs().max()) <= 0.01

@@ -31,7 +31,7 @@ def test_overlapped_probabilities_equal_the_sequential_loop(records, model, samp
     overlapped = list(iter_probabilities(records, model, prefetch=2, **kw))
     sequential = list(iter_probabilities(records, model, prefetch=0, **kw))
     assert [r[0] for r in overlapped] == [r.id for r in records]
-    for (i1, a1, p1, e1), (i2, a2, p2, e2), rec in zip(overlapped, sequential, records):
+    for (i1, a1, p1, e1), (i2, a2, p2, e2), rec in zip(overlapped, sequential, records, strict=False):
         assert i1 == i2 == rec.id and (e1 is None) == rec.ok and e1 == e2
         if rec.ok:
             np.testing.assert_array_equal(a1, sample_rotations(sampler, 5, crystal_rng(3, rec.id)))

@@ -30,7 +30,7 @@ def rocksalt(a: float = 5.64) -> Structure:
 
 
 def as_set(image: SparseImage) -> set[tuple[int, int, int, int]]:
-    return {(int(i), int(j), int(k), int(z)) for (i, j, k), z in zip(image.ijk, image.numbers)}
+    return {(int(i), int(j), int(k), int(z)) for (i, j, k), z in zip(image.ijk, image.numbers, strict=False)}
 
 
 # ------------------------------------------------------------------------------ shared helper
@@ -242,7 +242,7 @@ def test_dense_puts_values_at_indices_and_zeros_elsewhere():
     image = SparseImage(ijk=ijk, numbers=numbers)
     dense = image.dense()
     assert dense.shape == (3, GRID, GRID, GRID) and dense.dtype == np.float32
-    for (i, j, k), z in zip(ijk, numbers):
+    for (i, j, k), z in zip(ijk, numbers, strict=False):
         np.testing.assert_array_equal(dense[:, i, j, k], channel_table()[z])
     assert np.count_nonzero(dense) == 3 * len(numbers)
     np.testing.assert_allclose(dense.sum(axis=(1, 2, 3)), channel_table()[numbers].sum(axis=0), rtol=1e-6)
@@ -274,7 +274,7 @@ def test_batched_xiespp_images_equal_the_numpy_reference_bit_for_bit(parity_cell
         angles = sample_rotations("xiespp", 20, rng)
         batch = imager.images(angles, "xiespp", chunk=7)  # several chunks, one short
         assert len(batch) == 20
-        for a, got in zip(angles, batch):
+        for a, got in zip(angles, batch, strict=False):
             want = _legacy_xiespp(imager, a)
             assert got.ijk.dtype == np.int16 and got.numbers.dtype == np.uint8
             np.testing.assert_array_equal(got.ijk, want.ijk)
@@ -286,7 +286,7 @@ def test_images_equal_image_per_rotation(sampler):
     imager = CrystalImager.from_structure(rocksalt())
     angles = sample_rotations(sampler, 5, np.random.default_rng(3))
     batch = imager.images(angles, sampler)
-    for a, got in zip(angles, batch):
+    for a, got in zip(angles, batch, strict=False):
         one = imager.image(a, sampler)
         np.testing.assert_array_equal(got.ijk, one.ijk)
         np.testing.assert_array_equal(got.numbers, one.numbers)
@@ -300,7 +300,7 @@ def test_batched_haar_images_match_the_blas_product_up_to_rounding(parity_cells)
     imager = CrystalImager(c["cell"], c["positions"], c["numbers"])
     angles = sample_rotations("haar", 10, np.random.default_rng(4))
     cen = np.float32(voxel.CENTER)
-    for a, got in zip(angles, imager.images(angles, "haar")):
+    for a, got in zip(angles, imager.images(angles, "haar"), strict=False):
         rot = angles_to_matrix(a).astype(np.float32)
         want = voxel._voxelize((imager.points - cen) @ rot.T + cen, imager.numbers)
         differ = as_set(got) ^ as_set(want)

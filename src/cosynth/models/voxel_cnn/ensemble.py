@@ -112,9 +112,12 @@ def iter_crystal_images(records: Iterable, *, prefetch: int = 2, **kw) -> Iterat
                 thread.join(timeout=0.05)
 
 
+Probabilities = tuple[str, "np.ndarray | None", "np.ndarray | None", "str | None"]
+
+
 def iter_probabilities(records: Iterable, model: VoxelCNN, *, ensemble: int = 100, seed: int = 0,
                        sampler: str = "haar", rotations: np.ndarray | None = None, prefetch: int = 2,
-                       chunk: int = EVAL_CHUNK) -> Iterator[tuple[str, np.ndarray | None, np.ndarray | None, str | None]]:
+                       chunk: int = EVAL_CHUNK) -> Iterator[Probabilities]:
     """Yield ``(id, angles (E, 3), probabilities (E,), error)`` per record, in input order.
 
     Images of the next crystals are built in a background thread while the CNN runs

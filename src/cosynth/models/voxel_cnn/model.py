@@ -208,11 +208,11 @@ def load_keras_weights(model: VoxelCNN, h5_path) -> VoxelCNN:
                 raise ValueError(f"{h5_path}: group {name!r} has no {err.args[0]!r}") from None
 
         with torch.no_grad():
-            for mod, name in zip(convs, names_conv):
+            for mod, name in zip(convs, names_conv, strict=False):
                 k, b = arrays(name)
                 mod.weight.copy_(torch.from_numpy(np.transpose(k, (4, 3, 0, 1, 2)).copy()))
                 mod.bias.copy_(torch.from_numpy(b))
-            for mod, name in zip(linears, names_dense):
+            for mod, name in zip(linears, names_dense, strict=False):
                 k, b = arrays(name)
                 mod.weight.copy_(torch.from_numpy(k.T.copy()))
                 mod.bias.copy_(torch.from_numpy(b))
