@@ -34,7 +34,8 @@ NO_GRAD = -2  # winner code of a cell whose max is 0: ReLU passes no gradient th
 BACKGROUND = -1  # winner code of a cell whose max is ReLU(bias) at an unaffected position
 
 # numba note: the kernels index arrays directly (a[i, j, f]) instead of taking row views
-# (row = a[i]); views cost ~2× in these loops.
+# (row = a[i]); views cost ~2× in these loops. A slab keeps its affected positions in
+# first-touch order (compact rows of ``val``, found through ``slot``) for cache locality.
 
 
 def _forward(ijk, codes, starts, contrib, bias, out, win, track):  # pragma: no cover - compiled
@@ -47,7 +48,7 @@ def _forward(ijk, codes, starts, contrib, bias, out, win, track):  # pragma: no 
     relu_b = np.maximum(bias, np.float32(0.0))
     for im in prange(n_img):
         s0, s1 = starts[im], starts[im + 1]
-        mark = np.zeros(GRID * GRID, np.bool_)
+        slot = np.full(GRID * GRID, -1, np.int32)
         val = np.empty((GRID * GRID, nf), np.float32)
         touched = np.empty(GRID * GRID, np.int32)
         count = np.zeros(ROW, np.int32)  # affected positions per cell of this pooled row
@@ -77,15 +78,16 @@ def _forward(ijk, codes, starts, contrib, bias, out, win, track):  # pragma: no 
                             continue
                         p = py * GRID + pz
                         k = kx + (dy + 1) * 3 + (dz + 1)
-                        if mark[p]:
+                        q = slot[p]
+                        if q >= 0:
                             for f in range(nf):
-                                val[p, f] += contrib[u, k, f]
+                                val[q, f] += contrib[u, k, f]
                         else:
-                            mark[p] = True
+                            slot[p] = n_t
                             touched[n_t] = p
-                            n_t += 1
                             for f in range(nf):
-                                val[p, f] = bias[f] + contrib[u, k, f]
+                                val[n_t, f] = bias[f] + contrib[u, k, f]
+                            n_t += 1
                 a += 1
             # fold this slab into the pooled row
             if track:
@@ -98,13 +100,13 @@ def _forward(ijk, codes, starts, contrib, bias, out, win, track):  # pragma: no 
                     loc = (sx * POOL + py % POOL) * POOL + pz % POOL
                     count[c] += 1
                     for f in range(nf):
-                        r = max(val[p, f], np.float32(0.0))
+                        r = max(val[t, f], np.float32(0.0))
                         o_ = orow[c, f]
                         w_ = wrow[c, f]
                         take = (r > o_) | ((r == o_) & (loc < w_))
                         orow[c, f] = r if take else o_
                         wrow[c, f] = loc if take else w_
-                    mark[p] = False
+                    slot[p] = -1
             else:
                 for t in range(n_t):
                     p = touched[t]
@@ -112,8 +114,8 @@ def _forward(ijk, codes, starts, contrib, bias, out, win, track):  # pragma: no 
                     c = (py // POOL) * CELLS + pz // POOL
                     count[c] += 1
                     for f in range(nf):
-                        orow[c, f] = max(orow[c, f], val[p, f])
-                    mark[p] = False
+                        orow[c, f] = max(orow[c, f], val[t, f])
+                    slot[p] = -1
             if sx == POOL - 1:
                 base = (X // POOL) * ROW
                 for c in range(ROW):
