@@ -427,3 +427,17 @@ def test_bf16_forward_and_gradients_are_close_to_fp32():
     with torch.inference_mode():
         model.eval()
         torch.testing.assert_close(model(batch), l16, rtol=0, atol=1e-6)  # no tracking, same result
+
+
+def test_an_enclosing_autocast_acts_like_bf16():
+    torch.manual_seed(4)
+    model = VoxelCNN(filters=8).eval()
+    batch = SparseBatch.from_images(random_images(np.random.default_rng(14), [800, 300]))
+    with torch.no_grad():
+        model.precision = "bf16"
+        own = model(batch)
+        model.precision = "fp32"
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # e.g. Lightning precision="bf16-mixed"
+            outer = model(batch)
+    assert outer.dtype == torch.float32
+    torch.testing.assert_close(outer, own, rtol=0, atol=0)

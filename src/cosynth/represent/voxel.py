@@ -16,6 +16,7 @@ channel values come from :func:`channel_table`.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -408,7 +409,10 @@ def _image_kernel(points, numbers, rot, xiespp, ijk, z, counts, collision):  # p
         collision[e] = dup
 
 
-# one rotation runs serially: waking a thread pool for it costs more than it saves
+# one rotation runs serially: waking a thread pool for it costs more than it saves. A forked
+# child (e.g. a ProcessPoolExecutor worker) also runs serially: numba's OpenMP layer (GNU
+# libgomp) is not fork-safe once the parent has used it.
+_IMPORT_PID = os.getpid()
 _image_serial = njit(cache=True, nogil=True)(_image_kernel)
 _image_parallel = njit(cache=True, nogil=True, parallel=True)(_image_kernel)
 
@@ -421,7 +425,7 @@ def _images_batch(points: np.ndarray, numbers: np.ndarray, rot: np.ndarray, xies
     counts = np.zeros(n_rot, np.int64)
     collision = np.full(n_rot, -1, np.int64)
     if n_rot:
-        kernel = _image_parallel if parallel and n_rot > 1 else _image_serial
+        kernel = _image_parallel if parallel and n_rot > 1 and os.getpid() == _IMPORT_PID else _image_serial
         kernel(points, numbers, np.ascontiguousarray(rot, dtype=np.float32), xiespp, ijk, z, counts, collision)
     for e in range(n_rot):
         if collision[e] >= 0:

@@ -73,6 +73,8 @@ class VoxelCNN(nn.Module):
     ``precision`` (``"fp32"`` default, or ``"bf16"``; a runtime setting, not saved in model files)
     chooses how blocks 2–3 and the head run: bf16 is autocast with float32 master weights, so
     ``forward`` and ``backward`` both work; block 1 stays float32; logits are always float32.
+    ``fp32`` adds no autocast context of its own, so an enclosing one (Lightning's
+    ``precision="bf16-mixed"``) has the same effect as ``"bf16"``.
     Set it with ``model.precision = "bf16"`` or ``model.set_precision("auto")`` (see
     :func:`~cosynth.models.voxel_cnn.precision.resolve_precision`).
     """

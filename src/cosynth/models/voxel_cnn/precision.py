@@ -15,6 +15,7 @@ natively and falls back to fp32 with a warning elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 
@@ -24,7 +25,7 @@ PRECISIONS = ("fp32", "bf16")
 REQUESTS = ("auto", *PRECISIONS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
@@ -75,7 +76,10 @@ def resolve_precision(requested: str = "auto", device: str | torch.device = "cpu
 
 
 def autocast(precision: str, device_type: str = "cpu"):
-    """The autocast context of ``precision`` (a no-op context for fp32)."""
+    """The autocast context of ``precision``: bf16 autocast, or for fp32 no context at all — so an
+    enclosing autocast (e.g. Lightning's ``precision="bf16-mixed"``) still applies inside."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=torch.bfloat16)

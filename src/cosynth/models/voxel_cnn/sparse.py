@@ -22,6 +22,8 @@ value is treated as the background (a measure-zero event that changes no gradien
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from numba import njit, prange
@@ -171,7 +173,9 @@ def _backward(ijk, codes, starts, grad, win, g_u, g_b):  # pragma: no cover - co
                 a += 1
 
 
-# a single image runs serially: waking a thread pool for it costs more than it saves
+# a single image runs serially: waking a thread pool for it costs more than it saves; so does a
+# forked child (numba's OpenMP layer, GNU libgomp, is not fork-safe once the parent used it)
+_IMPORT_PID = os.getpid()
 _forward_serial = njit(cache=True, nogil=True, fastmath=True)(_forward)
 _forward_parallel = njit(cache=True, nogil=True, parallel=True, fastmath=True)(_forward)
 _backward_serial = njit(cache=True, nogil=True, fastmath=True)(_backward)
@@ -202,7 +206,7 @@ class SparseFirstBlock(torch.autograd.Function):
         out = np.empty((n_img, CELLS**3, nf), np.float32)
         win = np.empty((n_img, CELLS**3, nf) if track else (0, 0, 0), np.int8)
         if n_img:
-            kernel = _forward_parallel if n_img > 1 else _forward_serial
+            kernel = _forward_parallel if n_img > 1 and os.getpid() == _IMPORT_PID else _forward_serial
             kernel(ijk.numpy(), codes.numpy(), starts.numpy(), contrib.numpy(), b_np, out, win, bool(track))
         if track:
             ctx.save_for_backward(ijk, codes, table, starts, bias)
@@ -223,7 +227,7 @@ class SparseFirstBlock(torch.autograd.Function):
         g_u = np.zeros((n_img, n_u, 27, nf), np.float64)
         g_b = np.zeros((n_img, nf), np.float64)
         if n_img:
-            kernel = _backward_parallel if n_img > 1 else _backward_serial
+            kernel = _backward_parallel if n_img > 1 and os.getpid() == _IMPORT_PID else _backward_serial
             kernel(ijk.numpy(), codes.numpy(), starts.numpy(), grad, win, g_u, g_b)
         # sum per-image partials in a fixed order: deterministic whatever the thread count
         gw = np.einsum("uc,ukf->kcf", table.numpy().astype(np.float64), g_u.sum(axis=0))
