@@ -30,7 +30,7 @@ def rocksalt(a: float = 5.64) -> Structure:
 
 
 def as_set(image: SparseImage) -> set[tuple[int, int, int, int]]:
-    return {(int(i), int(j), int(k), int(z)) for (i, j, k), z in zip(image.ijk, image.numbers)}
+    return {(int(i), int(j), int(k), int(z)) for (i, j, k), z in zip(image.ijk, image.numbers, strict=False)}
 
 
 # ------------------------------------------------------------------------------ shared helper
@@ -242,7 +242,7 @@ def test_dense_puts_values_at_indices_and_zeros_elsewhere():
     image = SparseImage(ijk=ijk, numbers=numbers)
     dense = image.dense()
     assert dense.shape == (3, GRID, GRID, GRID) and dense.dtype == np.float32
-    for (i, j, k), z in zip(ijk, numbers):
+    for (i, j, k), z in zip(ijk, numbers, strict=False):
         np.testing.assert_array_equal(dense[:, i, j, k], channel_table()[z])
     assert np.count_nonzero(dense) == 3 * len(numbers)
     np.testing.assert_allclose(dense.sum(axis=(1, 2, 3)), channel_table()[numbers].sum(axis=0), rtol=1e-6)
@@ -256,3 +256,127 @@ def test_dense_of_a_real_image():
     np.testing.assert_array_equal(occupied, image.ijk)  # argwhere is lexicographic, like ijk
     assert np.count_nonzero(dense) == 3 * len(image.numbers)
     np.testing.assert_allclose(dense.sum(axis=(1, 2, 3)), image.values.astype(np.float64).sum(axis=0), rtol=1e-5)
+
+
+# ------------------------------------------------------------------------- batched images
+
+
+def _legacy_xiespp(imager: CrystalImager, angles) -> SparseImage:
+    """One image by the per-rotation numpy reference (float32 axis rotations, numpy voxelise)."""
+    return voxel._voxelize(voxel._rotate_xiespp(imager.points, voxel.xiespp_angles(angles)), imager.numbers)
+
+
+def test_batched_xiespp_images_equal_the_numpy_reference_bit_for_bit(parity_cells):
+    rng = np.random.default_rng(11)
+    for name in sorted(parity_cells)[::4]:
+        c = parity_cells[name]
+        imager = CrystalImager(c["cell"], c["positions"], c["numbers"])
+        angles = sample_rotations("xiespp", 20, rng)
+        batch = imager.images(angles, "xiespp", chunk=7)  # several chunks, one short
+        assert len(batch) == 20
+        for a, got in zip(angles, batch, strict=False):
+            want = _legacy_xiespp(imager, a)
+            assert got.ijk.dtype == np.int16 and got.numbers.dtype == np.uint8
+            np.testing.assert_array_equal(got.ijk, want.ijk)
+            np.testing.assert_array_equal(got.numbers, want.numbers)
+
+
+@pytest.mark.parametrize("sampler", ["haar", "sobol", "xiespp"])
+def test_images_equal_image_per_rotation(sampler):
+    imager = CrystalImager.from_structure(rocksalt())
+    angles = sample_rotations(sampler, 5, np.random.default_rng(3))
+    batch = imager.images(angles, sampler)
+    for a, got in zip(angles, batch, strict=False):
+        one = imager.image(a, sampler)
+        np.testing.assert_array_equal(got.ijk, one.ijk)
+        np.testing.assert_array_equal(got.numbers, one.numbers)
+    assert imager.images(np.zeros((0, 3)), sampler) == []
+
+
+def test_batched_haar_images_match_the_blas_product_up_to_rounding(parity_cells):
+    """haar evaluates the float32 matrix product in a fixed order; a BLAS product may round the
+    last bit differently, which can move an atom sitting on a voxel boundary — nothing more."""
+    c = parity_cells["GaN_9.cif"]
+    imager = CrystalImager(c["cell"], c["positions"], c["numbers"])
+    angles = sample_rotations("haar", 10, np.random.default_rng(4))
+    cen = np.float32(voxel.CENTER)
+    for a, got in zip(angles, imager.images(angles, "haar"), strict=False):
+        rot = angles_to_matrix(a).astype(np.float32)
+        want = voxel._voxelize((imager.points - cen) @ rot.T + cen, imager.numbers)
+        differ = as_set(got) ^ as_set(want)
+        assert len(differ) <= 4, len(differ)
+        assert abs(len(got.numbers) - len(want.numbers)) <= 2
+
+
+def test_batched_images_report_collisions():
+    s = Structure(Lattice.cubic(4.0), ["Si", "Si"], [[0.5, 0.5, 0.5], [0.5 + 0.05 / 4.0, 0.5, 0.5]])
+    with pytest.raises(VoxelCollisionError, match="voxel"):
+        CrystalImager.from_structure(s).images([(0, 0, 0), (10, 20, 30)], "xiespp")
+
+
+# ------------------------------------------------- files in xiespp mode: positions as ASE reads them
+
+
+def _oblique_cif() -> str:
+    """A body-centred primitive cell (a = b = c, all angles 109.47°, as in MP's mp-567395) with
+    an atom written at x = 0 that ASE's CIF reader brings back at x = 1.0."""
+    return "\n".join([
+        "data_oblique",
+        "_symmetry_space_group_name_H-M   'P 1'",
+        "_symmetry_Int_Tables_number   1",
+        *(f"_cell_length_{x}   9.37532602" for x in "abc"),
+        *(f"_cell_angle_{x}   109.47122063" for x in ("alpha", "beta", "gamma")),
+        "loop_", " _symmetry_equiv_pos_site_id", " _symmetry_equiv_pos_as_xyz", "  1  'x, y, z'",
+        "loop_", " _atom_site_type_symbol", " _atom_site_label", " _atom_site_symmetry_multiplicity",
+        " _atom_site_fract_x", " _atom_site_fract_y", " _atom_site_fract_z", " _atom_site_occupancy",
+        "  Fe  Fe0  1  0.00000000  0.00000000  0.00000000  1.0",
+        "  Au  Au1  1  0.00000000  0.08677400  0.50000000  1.0",
+        "  Au  Au2  1  0.50000000  0.00000000  0.08677400  1.0",
+    ]) + "\n"
+
+
+def test_xiespp_images_of_cif_files_use_the_positions_ase_reads(tmp_path):
+    import ase.io
+
+    from cosynth.io import read_crystals
+
+    path = tmp_path / "oblique.cif"
+    path.write_text(_oblique_cif())
+    atoms = ase.io.read(path)
+    frac = atoms.get_scaled_positions(wrap=False)
+    assert frac[1, 0] == 1.0 and frac[0, 0] == 0.0  # the coordinate written as 0 comes back as 1.0
+
+    (record,) = read_crystals([path])
+    assert record.ok and record.cif is not None
+    assert record.structure.frac_coords[1, 0] == 0.0  # pymatgen keeps it as written
+
+    imager = CrystalImager.from_record(record, "xiespp")
+    expected = CrystalImager(atoms.cell[:], atoms.positions, atoms.numbers)
+    np.testing.assert_array_equal(imager.points, expected.points)
+    np.testing.assert_array_equal(imager.numbers, expected.numbers)
+    # the moved atom changes the centring, hence the image at every rotation, identity included
+    as_written = CrystalImager.from_structure(record.structure)
+    assert imager.image((0, 0, 0), "xiespp").sha256() != as_written.image((0, 0, 0), "xiespp").sha256()
+    # other samplers and in-memory crystals are used as they are
+    for other in ("haar", "sobol"):
+        np.testing.assert_array_equal(CrystalImager.from_record(record, other).points, as_written.points)
+
+
+def test_xiespp_images_of_cif_table_cells_use_the_positions_ase_reads():
+    import pandas as pd
+
+    from cosynth.io import read_crystals
+
+    (record,) = read_crystals(pd.DataFrame({"id": ["x"], "cif": [_oblique_cif()]}))
+    assert record.ok and record.cif is not None
+    atoms_points = CrystalImager(*voxel.ase_frame(_oblique_cif())).points
+    np.testing.assert_array_equal(CrystalImager.from_record(record, "xiespp").points, atoms_points)
+
+
+def test_xiespp_example_files_are_positioned_as_the_reference_cells(xiespp_cifs, parity_cells):
+    from cosynth.io import read_crystals
+
+    for record in read_crystals(xiespp_cifs):
+        c = parity_cells[record.id + ".cif"]
+        ref = CrystalImager(c["cell"], c["positions"], c["numbers"])
+        np.testing.assert_array_equal(CrystalImager.from_record(record, "xiespp").points, ref.points)

@@ -58,6 +58,9 @@ class CrystalRecord:
     source: str
     formula: str | None = None
     extra: dict = field(default_factory=dict)  # the input table's other columns, carried to the output
+    # the CIF data block the crystal was parsed from (files or table cells), so the XIE-SPP
+    # compatible imager can position it exactly as ase.io.read does (specs/voxel-image.md)
+    cif: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,6 +84,7 @@ class _Raw:
     formula: str | None = None
     extra: dict = field(default_factory=dict)
     formula_only: bool = False
+    cif: str | None = None
 
 
 # ----------------------------------------------------------------------------- public API
@@ -238,7 +242,7 @@ def _finish_quietly(raw: _Raw, used: set[str], resolve_disorder: str, validate: 
             message = f"the crystal could not be validated (its numbers break the distance check) {detail(exc)}"
             return CrystalRecord(rid, None, "error", _clip(message), raw.source, formula, raw.extra)
         formula = _formula(structure)
-    return CrystalRecord(rid, structure, "ok", None, raw.source, formula, raw.extra)
+    return CrystalRecord(rid, structure, "ok", None, raw.source, formula, raw.extra, cif=raw.cif)
 
 
 def _unique_id(base: str, used: set[str]) -> str:
@@ -609,7 +613,7 @@ def _cif_block(block: str) -> _Raw:
         return _Raw("", "", error=found or f"CIF parse failed: block gave {len(structures)} structures")
     if len(structures[0]) > MAX_ATOMS:
         return _Raw("", "", error=f"too many atoms: {len(structures[0])} in the cell (limit {MAX_ATOMS})")
-    return _Raw("", "", structure=structures[0])
+    return _Raw("", "", structure=structures[0], cif=block)
 
 
 def _parse_poscar(text: str) -> Structure:

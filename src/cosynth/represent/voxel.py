@@ -16,10 +16,12 @@ channel values come from :func:`channel_table`.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from numba import njit, prange
 
 # ---- constants of the image (see specs/voxel-image.md) -------------------------------------
 BOX = 50.0  # Å, edge of the cubic image box
@@ -154,6 +156,13 @@ def crystal_rng(seed: int, key: str, *extra: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *extra, *words]))
 
 
+def _xiespp_factors(angles_deg: np.ndarray) -> np.ndarray:
+    """(E, 3, 3) float32 (cos, sin, 1 − cos) of each axis angle, rounded as upstream does."""
+    theta = np.asarray(angles_deg, dtype=np.float64).reshape(-1, 3) * (np.pi / 180.0)
+    c64 = np.cos(theta)
+    return np.stack([c64.astype(np.float32), np.sin(theta).astype(np.float32), (1.0 - c64).astype(np.float32)], -1)
+
+
 def _rotate_xiespp(points: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
     """Rotate float32 points about the centre exactly as the published code does.
 
@@ -194,6 +203,25 @@ def standard_frame(cell: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray,
     return new_cell, frac @ new_cell
 
 
+def ase_frame(cif_text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(cell, positions, numbers) of the crystal in CIF text exactly as ``ase.io.read`` returns it,
+    or None if ASE cannot read it."""
+    import io
+    import warnings
+
+    import ase.io
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            atoms = ase.io.read(io.StringIO(cif_text), format="cif")
+    except Exception:  # noqa: BLE001 - any ASE failure means: use the pymatgen structure
+        return None
+    if isinstance(atoms, list):
+        atoms = atoms[-1]
+    return np.asarray(atoms.cell[:], dtype=np.float64), np.asarray(atoms.positions, np.float64), atoms.numbers
+
+
 class CrystalImager:
     """Voxel images of one crystal for any number of rotations.
 
@@ -223,6 +251,25 @@ class CrystalImager:
         check_tiling_budget(cell, pos)  # a too small or oblique cell raises instead of tiling for hours
         return cls(cell, pos, [site.specie.Z for site in structure])
 
+    @classmethod
+    def from_record(cls, record, sampler: str = "haar") -> "CrystalImager":
+        """The imager of a :class:`~cosynth.io.CrystalRecord` for ``sampler``.
+
+        In ``xiespp`` mode a crystal read from CIF text (a file or a table cell; ``record.cif``)
+        is positioned exactly as ``ase.io.read`` returns it — cell, Cartesian positions and
+        numbers — as the published code does: ASE wraps some coordinates written as 0 to 1.0 in
+        oblique cells, which moves that atom by a lattice vector and changes the centring
+        (specs/voxel-image.md). Other inputs, other samplers, or a CIF whose ASE reading does
+        not hold the record's atoms (e.g. after disorder resolution) use :meth:`from_structure`.
+        """
+        if sampler == "xiespp" and getattr(record, "cif", None):
+            frame = ase_frame(record.cif)
+            if frame is not None:
+                numbers = sorted(site.specie.Z for site in record.structure)
+                if sorted(int(z) for z in frame[2]) == numbers:
+                    return cls(*frame)
+        return cls.from_structure(record.structure)
+
     @property
     def n_points(self) -> int:
         return len(self.numbers)
@@ -233,15 +280,30 @@ class CrystalImager:
         ``xiespp`` rounds the angles to float16 and rotates exactly as the published code;
         ``haar`` and ``sobol`` apply the float32 rotation matrix of the (unrounded) angles.
         """
-        if sampler == "xiespp":
-            rotated = _rotate_xiespp(self.points, xiespp_angles(angles_deg))
-        elif sampler in ("haar", "sobol"):
-            rot = angles_to_matrix(angles_deg).astype(np.float32)
-            cen = np.float32(CENTER)
-            rotated = (self.points - cen) @ rot.T + cen
-        else:
+        return self.images(np.asarray(angles_deg, dtype=np.float64).reshape(1, 3), sampler)[0]
+
+    def images(self, angles_deg, sampler: str = "haar", chunk: int = 16, parallel: bool = True) -> list[SparseImage]:
+        """The sparse images of all rotations (E, 3) at once (the same images as :meth:`image`).
+
+        Rotation and voxelisation run as one compiled loop over ``chunk`` rotations at a time (in
+        parallel), so memory stays at ``chunk`` × the tiling whatever E is. ``xiespp`` stays
+        bit-exact (the float32 axis rotations in upstream's order); ``haar``/``sobol`` evaluate
+        the float32 matrix product as ((p·m0 + p·m1) + p·m2) + centre, which can differ from a
+        BLAS product in the last bit (a voxel in rare images, never the sampler's statistics).
+        ``parallel=False`` keeps to the calling thread (e.g. a background imaging thread).
+        """
+        angles = np.asarray(angles_deg, dtype=np.float64).reshape(-1, 3)
+        if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
-        return _voxelize(rotated, self.numbers)
+        out: list[SparseImage] = []
+        for start in range(0, len(angles), chunk):
+            part = angles[start : start + chunk]
+            if sampler == "xiespp":
+                rot, xiespp = _xiespp_factors(xiespp_angles(part)), True
+            else:
+                rot, xiespp = angles_to_matrix(part).astype(np.float32), False
+            out += _images_batch(self.points, self.numbers, rot, xiespp, parallel)
+        return out
 
 
 def _tile(cell: np.ndarray, q: np.ndarray, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -276,6 +338,103 @@ def _tile(cell: np.ndarray, q: np.ndarray, numbers: np.ndarray) -> tuple[np.ndar
     if not pts:
         return np.zeros((0, 3), np.float32), np.zeros(0, np.uint8)
     return np.concatenate(pts), np.concatenate(zs)
+
+
+@njit(cache=True, inline="always")
+def _xiespp_axis(c, s, omc, pi, pj, pk, cen):  # pragma: no cover - compiled
+    """One upstream axis rotation in float32: (i, j, k) are the axis and its right-handed pair."""
+    return (c * pi + pi * omc) + cen, (c * pj - s * pk) + cen, (c * pk + s * pj) + cen
+
+
+# no fastmath: every float operation as written, in this order
+def _image_kernel(points, numbers, rot, xiespp, ijk, z, counts, collision):  # pragma: no cover - compiled
+    """Rotate (float32), crop and voxelise (float64) the points for each rotation e, as
+    :func:`_rotate_xiespp` / the float32 matrix product and :func:`_voxelize` do, then sort the
+    voxels by flat index (counting sort on (i_x, i_y), then i_z within each bucket) into
+    ijk[e, :counts[e]] / z[e, :counts[e]]; collision[e] = smallest flat index holding two atoms
+    or -1. ``rot[e]`` is (cos, sin, 1 − cos) per axis (xiespp) or the rotation matrix."""
+    n_rot, n_pts = rot.shape[0], points.shape[0]
+    cen = np.float32(CENTER)
+    for e in prange(n_rot):
+        key = np.empty(n_pts, np.int32)
+        kz = np.empty(n_pts, np.int32)
+        src = np.empty(n_pts, np.int32)
+        m = rot[e]
+        n = 0
+        for i in range(n_pts):
+            r0, r1, r2 = points[i, 0], points[i, 1], points[i, 2]
+            if xiespp:
+                r0, r1, r2 = _xiespp_axis(m[0, 0], m[0, 1], m[0, 2], r0 - cen, r1 - cen, r2 - cen, cen)
+                r1, r2, r0 = _xiespp_axis(m[1, 0], m[1, 1], m[1, 2], r1 - cen, r2 - cen, r0 - cen, cen)
+                r2, r0, r1 = _xiespp_axis(m[2, 0], m[2, 1], m[2, 2], r2 - cen, r0 - cen, r1 - cen, cen)
+            else:
+                p0, p1, p2 = r0 - cen, r1 - cen, r2 - cen
+                r0 = ((p0 * m[0, 0] + p1 * m[0, 1]) + p2 * m[0, 2]) + cen
+                r1 = ((p0 * m[1, 0] + p1 * m[1, 1]) + p2 * m[1, 2]) + cen
+                r2 = ((p0 * m[2, 0] + p1 * m[2, 1]) + p2 * m[2, 2]) + cen
+            x = np.float64(r0) - OFFSET
+            y = np.float64(r1) - OFFSET
+            w = np.float64(r2) - OFFSET
+            if x >= 0.0 and x < BOX and y >= 0.0 and y < BOX and w >= 0.0 and w < BOX:
+                key[n] = int(np.floor((x / BOX) * GRID)) * GRID + int(np.floor((y / BOX) * GRID))
+                kz[n] = int(np.floor((w / BOX) * GRID))
+                src[n] = i
+                n += 1
+        start = np.zeros(GRID * GRID + 1, np.int32)
+        for t in range(n):
+            start[key[t] + 1] += 1
+        for b in range(GRID * GRID):
+            start[b + 1] += start[b]
+        fill = start[:-1].copy()
+        order = np.empty(n, np.int32)
+        for t in range(n):
+            order[fill[key[t]]] = t
+            fill[key[t]] += 1
+        dup = -1
+        for b in range(GRID * GRID):
+            lo, hi = start[b], start[b + 1]
+            for t in range(lo + 1, hi):  # insertion sort by i_z (a bucket holds a few atoms)
+                v = order[t]
+                j = t - 1
+                while j >= lo and kz[order[j]] > kz[v]:
+                    order[j + 1] = order[j]
+                    j -= 1
+                order[j + 1] = v
+            for t in range(lo, hi):
+                v = order[t]
+                if dup < 0 and t > lo and kz[order[t - 1]] == kz[v]:
+                    dup = b * GRID + kz[v]
+                ijk[e, t, 0] = b // GRID
+                ijk[e, t, 1] = b % GRID
+                ijk[e, t, 2] = kz[v]
+                z[e, t] = numbers[src[v]]
+        counts[e] = n
+        collision[e] = dup
+
+
+# one rotation runs serially: waking a thread pool for it costs more than it saves. A forked
+# child (e.g. a ProcessPoolExecutor worker) also runs serially: numba's OpenMP layer (GNU
+# libgomp) is not fork-safe once the parent has used it.
+_IMPORT_PID = os.getpid()
+_image_serial = njit(cache=True, nogil=True)(_image_kernel)
+_image_parallel = njit(cache=True, nogil=True, parallel=True)(_image_kernel)
+
+
+def _images_batch(points: np.ndarray, numbers: np.ndarray, rot: np.ndarray, xiespp: bool,
+                  parallel: bool = True) -> list[SparseImage]:
+    n_rot, n_pts = rot.shape[0], points.shape[0]
+    ijk = np.empty((n_rot, n_pts, 3), np.int16)
+    z = np.empty((n_rot, n_pts), np.uint8)
+    counts = np.zeros(n_rot, np.int64)
+    collision = np.full(n_rot, -1, np.int64)
+    if n_rot:
+        kernel = _image_parallel if parallel and n_rot > 1 and os.getpid() == _IMPORT_PID else _image_serial
+        kernel(points, numbers, np.ascontiguousarray(rot, dtype=np.float32), xiespp, ijk, z, counts, collision)
+    for e in range(n_rot):
+        if collision[e] >= 0:
+            voxel_ = tuple(int(v) for v in np.unravel_index(int(collision[e]), (GRID,) * 3))
+            raise VoxelCollisionError(f"two atoms fall into voxel {voxel_}")
+    return [SparseImage(ijk=ijk[e, : counts[e]].copy(), numbers=z[e, : counts[e]].copy()) for e in range(n_rot)]
 
 
 def _voxelize(rotated: np.ndarray, numbers: np.ndarray) -> SparseImage:
