@@ -57,7 +57,7 @@ def test_predict_with_imported_weights_reproduces_reference(imported_model, gan_
     rows["cif_name"] = rows.id + ".cif"
     merged = rows.merge(ref, on=["cif_name", "alpha_deg", "beta_deg", "gamma_deg"])
     assert len(merged) == 12
-    assert (merged.probability_x - merged.probability_y).abs().max() <= 1e-4
+    assert (merged.probability_x - merged.probability_y).abs().max() <= 1e-6  # measured 3.87e-07 (fp32)
 
 
 def test_predict_bad_file_is_a_row_and_stdout_is_csv(imported_model, gan_cifs, tmp_path):

@@ -39,7 +39,7 @@ def test_xiespp_parity_from_cif_files(parity_prediction, parity_rows):
         assert key in got, f"no prediction for {key}"
         errors[key] = abs(got[key] - row["probability"])
     worst = max(errors, key=errors.get)
-    assert errors[worst] <= 1e-4, f"{worst}: |Δp| = {errors[worst]:.3g}"
+    assert errors[worst] <= 1e-6, f"{worst}: |Δp| = {errors[worst]:.3g}"  # measured 3.87e-07 (fp32)
     assert list(rotations["rotation"]) == list(range(6)) * 13
     assert parity_prediction.meta["sampler"] == "xiespp" and parity_prediction.meta["explicit_rotations"] == 6
 

@@ -75,7 +75,9 @@ def test_cgcnn_predicts_cifs_and_names_formula_only_rows(trained, workdir):
     _invoke(["predict", workdir / "cifs", "--model", trained["cgcnn"], "-o", out])
     df = pd.read_csv(out)
     assert len(df) == 3 and (df["status"] == "ok").all() and (df["modality"] == "structure").all()
-    _invoke(["predict", workdir / "formulas.csv", "--model", trained["cgcnn"], "-o", out])
+    nothing = CliRunner().invoke(app, ["predict", str(workdir / "formulas.csv"), "--model", str(trained["cgcnn"]),
+                                       "-o", str(out)])
+    assert nothing.exit_code == 1  # nothing could be predicted: the rows say why, the status says so
     df = pd.read_csv(out)
     assert (df["status"] == "error").all()
     assert df["error"].str.contains("needs a structure; this row has a formula only").all()

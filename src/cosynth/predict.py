@@ -76,10 +76,10 @@ def _images_for(record: CrystalRecord, angles: np.ndarray | None, ensemble: int,
     if not record.ok:
         return record.id, None, None, _structure_needed(record, "voxel_cnn")
     try:
-        imager = CrystalImager.from_structure(record.structure)
+        imager = CrystalImager.from_record(record, sampler)  # xiespp: positioned as ase.io.read does
         if angles is None:
             angles = sample_rotations(sampler, ensemble, crystal_rng(seed, record.id))
-        images = [imager.image(a, sampler) for a in angles]
+        images = imager.images(angles, sampler)
     except CrystalValidationError as err:
         return record.id, None, None, str(err)
     except Exception as err:  # noqa: BLE001 - any failure is this crystal's, not the batch's
@@ -164,7 +164,8 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
             rotations=None, threshold: float | None = None, per_rotation: bool = False, workers: int = 1,
             batch_size: int = 32, progress: bool = False, resolve_disorder: str = "error",
             id_column: str | None = None, structure_column: str | None = None, formula_column: str | None = None,
-            formulas: Iterable[str] | None = None, skip_ids: Iterable[str] | None = None) -> Prediction:
+            formulas: Iterable[str] | None = None, skip_ids: Iterable[str] | None = None,
+            precision: str = "auto") -> Prediction:
     """Predictions of ``model`` for every crystal or formula in ``inputs``.
 
     Args:
@@ -180,6 +181,8 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
         workers, batch_size: image-building processes and look-ahead (no effect on results).
         formulas: formulas to predict besides ``inputs`` (composition models), e.g. ``["SiO2"]``.
         skip_ids: crystal ids already predicted (a resumed run): they get no row.
+        precision: voxel CNN arithmetic, ``auto`` (bf16 where the CPU or GPU has native bf16
+            matrix units, else fp32), ``fp32`` or ``bf16``; ``xiespp`` parity runs use fp32.
 
     Returns:
         A :class:`Prediction` whose ``crystals`` table has one row per input, in input order. On
@@ -204,7 +207,7 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
     if loaded.family == "voxel_cnn":
         return _predict_voxel(records, loaded, ensemble=ensemble, seed=seed, sampler=sampler, rotations=rotations,
                               threshold=threshold, per_rotation=per_rotation, workers=workers,
-                              batch_size=batch_size, progress=progress, total=total)
+                              batch_size=batch_size, progress=progress, total=total, precision=precision)
     return _predict_graph(records, loaded, threshold=threshold, progress=progress, total=total)
 
 
@@ -241,9 +244,10 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
 
 
 def _predict_voxel(records, loaded: LoadedModel, *, ensemble, seed, sampler, rotations, threshold, per_rotation,
-                   workers, batch_size, progress, total=None) -> Prediction:
+                   workers, batch_size, progress, total=None, precision="auto") -> Prediction:
     net, meta = loaded.network, loaded.meta
     sampler = sampler or loaded.sampler or "haar"
+    net.set_precision("fp32" if sampler == "xiespp" and precision == "auto" else precision)
     if rotations is not None and not isinstance(rotations, np.ndarray):
         rotations = read_rotations(rotations) if isinstance(rotations, (str, Path)) else np.asarray(rotations, float)
     if rotations is not None and (rotations.ndim != 2 or rotations.shape[1] != 3 or len(rotations) == 0):
@@ -284,7 +288,7 @@ def _predict_voxel(records, loaded: LoadedModel, *, ensemble, seed, sampler, rot
         partial = False
     columns = COLUMNS + (["ad_descriptor", "ad_latent"] if scorer is not None else [])
     rot_df = pd.DataFrame(rot_rows, columns=ROTATION_COLUMNS) if per_rotation else None
-    info = {"model": loaded.path, "family": loaded.family, "sampler": sampler,
+    info = {"model": loaded.path, "family": loaded.family, "sampler": sampler, "precision": net.precision,
             "ensemble": None if rotations is not None else ensemble,
             "explicit_rotations": None if rotations is None else len(rotations), "seed": seed, "threshold": threshold,
             "partial": partial}

@@ -35,6 +35,8 @@ def predict(
     majority: bool = typer.Option(False, "--resolve-disorder-majority", help="Keep the majority species of disordered sites instead of rejecting the crystal."),
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Output table: .csv, .parquet or .json (JSON lines)."),
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --output and predict only the rest."),
+    precision: str = typer.Option("auto", help="Voxel CNN arithmetic: auto (bf16 where the hardware has native bf16 "
+                                               "matrix units), fp32 or bf16."),
 ) -> None:
     """Predictions per crystal or formula with any cosynth model; the `modality` column says what each row used.
 
@@ -47,6 +49,8 @@ def predict(
     from cosynth.io.files import atomic_write_json, read_table, write_table
     from cosynth.predict import predict as run_predict
 
+    if precision not in ("auto", "fp32", "bf16"):
+        fail(f"--precision must be auto, fp32 or bf16, not {precision!r}")
     if sampler not in (None, *SAMPLERS):
         fail(f"--sampler must be haar, sobol or xiespp, not {sampler!r}")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -68,7 +72,8 @@ def predict(
                                  workers=workers, batch_size=batch_size, progress=True, id_column=id_column,
                                  structure_column=structure_column, formula_column=formula_column, formulas=formulas,
                                  resolve_disorder="majority" if majority else "error",
-                                 skip_ids=None if previous is None else previous["id"].astype(str).tolist())
+                                 skip_ids=None if previous is None else previous["id"].astype(str).tolist(),
+                                 precision=precision)
         except (FileNotFoundError, ValueError) as err:
             fail(str(err))
     crystals = result.crystals

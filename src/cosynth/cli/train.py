@@ -27,6 +27,7 @@ def train_voxel_cmd(
     resume: bool = typer.Option(True, help="Resume from RUN_DIR/checkpoints/last.ckpt when present."),
     weight_column: Optional[str] = typer.Option(
         None, help="Per-row training-loss weights (e.g. from `cosynth mitigate TABLE --method reweight`)."),
+    precision: str = typer.Option("auto", help="auto (bf16 where the hardware has native bf16 matrix units), fp32 or bf16."),
     split_column: Optional[str] = typer.Option(
         None, help="Use the table's train/val/test column (e.g. `split` from `cosynth data build`) instead of --split."),
 ) -> None:
@@ -42,7 +43,7 @@ def train_voxel_cmd(
     config = TrainConfig(label=label, split=fractions, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
                          sampler=sampler, max_minutes=max_minutes, id_column=id_column,
                          structure_column=structure_column, weight_column=weight_column,
-                         split_column=split_column)
+                         split_column=split_column, precision=precision)
     try:
         train_voxel(table, out, config, resume=resume)
         metrics = test_run(out, table)

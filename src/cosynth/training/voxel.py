@@ -21,6 +21,7 @@ from cosynth.data.splits import stratified_split
 from cosynth.io import iter_crystals
 from cosynth.io.files import read_table, write_table
 from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
+from cosynth.models.voxel_cnn.precision import resolve_precision
 from cosynth.represent.voxel import CrystalImager, crystal_rng, sample_rotations
 from cosynth.training.run import EpochShuffle, RunDirectory, epoch_history, quiet_lightning, run_checkpoints
 
@@ -47,6 +48,9 @@ class TrainConfig:
     # Use the table's own train/val/test column (e.g. from `cosynth data build`) instead of a
     # fresh stratified split, so other tools can evaluate on exactly the same test rows.
     split_column: str | None = None
+    # Arithmetic of blocks 2-3 and the head: auto = bf16 where the hardware has native bf16 matrix
+    # units (AMX, CUDA), else fp32; the master weights stay fp32 either way.
+    precision: str = "auto"
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -146,10 +150,11 @@ def _lightning():
     import lightning as L
 
     class VoxelClassifier(L.LightningModule):
-        def __init__(self, hidden_activation: str = "none", lr: float = 1e-3):
+        def __init__(self, hidden_activation: str = "none", lr: float = 1e-3, precision: str = "fp32"):
             super().__init__()
             self.save_hyperparameters()
             self.model = VoxelCNN(hidden_activation=hidden_activation)
+            self.model.precision = precision
             self.loss = torch.nn.BCEWithLogitsLoss()
 
         def _step(self, batch, stage: str):
@@ -248,7 +253,8 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
     shuffle = EpochShuffle(len(train_ds), config.seed, salt=7)
     train_dl = DataLoader(train_ds, batch_size=config.batch_size, sampler=shuffle, collate_fn=collate)
     val_dl = DataLoader(val_ds, batch_size=config.batch_size, collate_fn=collate)
-    module = VoxelClassifier(hidden_activation=config.hidden_activation, lr=config.lr)
+    module = VoxelClassifier(hidden_activation=config.hidden_activation, lr=config.lr,
+                             precision=resolve_precision(config.precision))
     warned = []
 
     def warn_on_collapse(row: dict) -> None:
@@ -276,6 +282,8 @@ def finalize_run(run: RunDirectory, config: TrainConfig, table: str, ids, struct
     _, VoxelClassifier = _lightning()
     module = VoxelClassifier.load_from_checkpoint(run.best_checkpoint, map_location="cpu")
     model = module.model.eval()
+    trained_in = model.precision
+    model.precision = "fp32"  # the training domain's latent features are fp32, like predictions by default
     hist = run.history()
     metrics = {"n_train": int(len(parts["train"])), "n_val": int(len(parts["val"])), "n_test": int(len(parts["test"])),
                "best_epoch": int(hist.loc[hist.val_loss.idxmin(), "epoch"]), "epochs_run": int(len(hist))}
@@ -287,7 +295,7 @@ def finalize_run(run: RunDirectory, config: TrainConfig, table: str, ids, struct
     train_idx = parts["train"]
     domain = training_domain(model, [ids[i] for i in train_idx], [structures[i] for i in train_idx],
                              sampler=config.sampler, seed=config.seed)
-    save_model(model, run.path / "model.pt", {"sampler": config.sampler, "task": "classification",
+    save_model(model, run.path / "model.pt", {"sampler": config.sampler, "task": "classification", "precision": trained_in,
                                               "provenance": provenance, "metrics": metrics, "domain": domain})
     run.write_metrics(metrics)
     return metrics
