@@ -18,8 +18,8 @@ def synth(
     xiespp_weights: Optional[Path] = typer.Option(
         None, help="Published XIE-SPP weights0500.h5 for their baseline row (default: shared/reference/xiespp)."),
     quick: bool = typer.Option(False, "--quick", help="A smoke test on a small subset (minutes)."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs of every graph model (default 30; quick 2)."),
-    composition_rows: Optional[int] = typer.Option(None, help="Composition-only training rows (default 30000)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs of every graph model (default 20; quick 2)."),
+    composition_rows: Optional[int] = typer.Option(None, help="Composition-only training rows (default 20000)."),
     voxel_epochs: Optional[int] = typer.Option(None, help="Epochs of the voxel candidate (0: none)."),
     voxel_max_minutes: Optional[float] = typer.Option(None, help="Time cap of the voxel training (resume later)."),
     install: bool = typer.Option(False, "--install", help="Ship the winner as the default model of cosynth predict."),
