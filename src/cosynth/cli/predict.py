@@ -123,23 +123,65 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def demo(ensemble: int = typer.Option(30, "--ensemble", "-E")) -> None:
-    """Predict with the bundled model on example crystals that ship with pymatgen."""
-    import pymatgen.util
+def demo_crystals() -> list:
+    """The demo's crystals: made ones (pymatgen's examples), hypothetical polymorphs and absurd ones.
 
+    Returns:
+        (group, input) pairs; inputs are example files and pymatgen Structures with an ``id``.
+    """
+    import pymatgen.util
+    from pymatgen.core import Lattice, Structure
+
+    folder = Path(pymatgen.util.__file__).parent / "structures"
+    made = [("made", path) for path in sorted(folder.glob("*.json"))]
+
+    def named(structure, rid):
+        structure.properties = {"id": rid}
+        return structure
+
+    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    squeezed = rocksalt.copy()
+    squeezed.scale_lattice(rocksalt.volume * 0.7)
+    hypothetical = [
+        ("hypothetical", named(Structure(Lattice.cubic(3.42), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+                               "NaCl_in_CsCl_structure")),
+        ("hypothetical", named(Structure(Lattice.cubic(2.53), ["Si"], [[0, 0, 0]]), "Si_simple_cubic")),
+        ("hypothetical", named(Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.86), ["Ti", "O"],
+                                                         [[0, 0, 0], [0.25, 0.25, 0.25]]), "TiO2_in_fluorite_structure")),
+    ]
+    absurd = [
+        ("absurd", named(squeezed, "NaCl_compressed_30pc")),
+        ("absurd", named(Structure.from_spacegroup("Fd-3m", Lattice.cubic(6.0), ["Au"], [[0, 0, 0]]),
+                         "Au_in_diamond_structure")),
+    ]
+    return made + hypothetical + absurd
+
+
+def demo(ensemble: int = typer.Option(30, "--ensemble", "-E")) -> None:
+    """Predict with the default model on made, hypothetical and absurd crystals; print its benchmark line."""
     from cosynth.models.registry import DEFAULT_MODEL, PRETRAINED_DIR, load_model
     from cosynth.predict import predict as run_predict
 
-    folder = Path(pymatgen.util.__file__).parent / "structures"
-    files = sorted(folder.glob("*.json"))
-    typer.echo(f"cosynth demo: bundled model {DEFAULT_MODEL!r}, {len(files)} example crystals from {folder}, "
-               f"{ensemble} random rotations each\n")
+    pairs = demo_crystals()
     loaded = load_model(DEFAULT_MODEL)
-    result = run_predict(files, loaded, ensemble=ensemble, seed=0, progress=True)
-    print_table(result.crystals.drop(columns=["n_rotations", "source"]))
-    auc = loaded.metrics.get("roc_auc")
-    typer.echo(f"\nThe bundled model's test ROC AUC is {auc:.3f}; read its limits before trusting a likelihood: "
-               f"{PRETRAINED_DIR / (DEFAULT_MODEL + '.md')}")
+    typer.echo(f"cosynth demo: default model {DEFAULT_MODEL!r} ({loaded.family}, inputs: {loaded.inputs}) on "
+               f"{len(pairs)} crystals: pymatgen's examples (made), hypothetical polymorphs and absurd ones\n")
+    result = run_predict([item for _, item in pairs], loaded, ensemble=ensemble, seed=0, progress=True)
+    table = result.crystals.assign(group=[group for group, _ in pairs])
+    shown = [c for c in ("group", "id", "formula", "modality", "likelihood", "std", "label", "status", "error")
+             if c in table.columns]
+    print_table(table[shown])
+    typer.echo("\n" + benchmark_line(loaded) + f"\nIts card: {PRETRAINED_DIR / (DEFAULT_MODEL + '.md')}")
+
+
+def benchmark_line(loaded) -> str:
+    """One line with a model's test metrics as stored in its file."""
+    m = loaded.metrics
+    if "within_origin_auc" in m:
+        return (f"Benchmark (test split, `cosynth benchmark synth`): ROC AUC {m['roc_auc']:.3f}, within-origin AUC "
+                f"{m['within_origin_auc']:.3f}, polymorph-pair AUC {m['polymorph_pair_auc']:.3f}, ECE {m['ece']:.3f}.")
+    return (f"The model's test ROC AUC is {m.get('roc_auc', float('nan')):.3f}; read its limits before trusting a "
+            "likelihood.")
 
 
 def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Typer) -> None:
