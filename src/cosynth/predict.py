@@ -18,6 +18,7 @@ the crystal's id, and the CNN always sees the same fixed chunks of a crystal's r
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -26,18 +27,16 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
-import torch
 
-from cosynth.io import CrystalRecord, CrystalValidationError, describe_error, iter_crystals
+from cosynth.io import CrystalRecord, iter_crystals
 from cosynth.io.crystals import count_inputs
 from cosynth.io.files import read_table, write_table
 from cosynth.models.registry import DEFAULT_MODEL, LoadedModel, load_model
-from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
-from cosynth.represent.voxel import CrystalImager, SparseImage, crystal_rng, sample_rotations
+from cosynth.models.voxel_cnn.ensemble import crystal_images, image_probabilities, iter_crystal_images
+from cosynth.models.voxel_cnn.model import VoxelCNN
 
 __all__ = ["COLUMNS", "Prediction", "predict", "write_table"]
 
-EVAL_CHUNK = 8  # rotations of one crystal per CNN call; fixed so results never depend on batching
 COLUMNS = ["id", "formula", "modality", "likelihood", "std", "n_rotations", "consistent", "label", "status", "error",
            "source"]
 GRAPH_CHUNK = 256  # records featurised and predicted together by the graph families
@@ -70,23 +69,6 @@ def read_rotations(path) -> np.ndarray:
     raise ValueError(f"{path}: expected columns alpha,beta,gamma (degrees); found {list(df.columns)}")
 
 
-def _images_for(record: CrystalRecord, angles: np.ndarray | None, ensemble: int, seed: int,
-                sampler: str) -> tuple[str, np.ndarray | None, list[SparseImage] | None, str | None]:
-    """(id, angles, images, error) for one crystal; errors are returned, never raised."""
-    if not record.ok:
-        return record.id, None, None, _structure_needed(record, "voxel_cnn")
-    try:
-        imager = CrystalImager.from_record(record, sampler)  # xiespp: positioned as ase.io.read does
-        if angles is None:
-            angles = sample_rotations(sampler, ensemble, crystal_rng(seed, record.id))
-        images = imager.images(angles, sampler)
-    except CrystalValidationError as err:
-        return record.id, None, None, str(err)
-    except Exception as err:  # noqa: BLE001 - any failure is this crystal's, not the batch's
-        return record.id, None, None, describe_error(err, "structure")
-    return record.id, angles, images, None
-
-
 def _structure_needed(record: CrystalRecord, family: str) -> str:
     """The error of a record a structure model cannot use, in words."""
     if record.status == "formula_only":
@@ -94,17 +76,9 @@ def _structure_needed(record: CrystalRecord, family: str) -> str:
     return record.error or "no structure"
 
 
-def _job(args):
-    return _images_for(*args)
-
-
-def image_probabilities(model: VoxelCNN, images: list[SparseImage]) -> np.ndarray:
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(images), EVAL_CHUNK):
-            batch = SparseBatch.from_images(images[start : start + EVAL_CHUNK])
-            out.append(torch.sigmoid(model(batch)).numpy().astype(np.float64))
-    return np.concatenate(out) if out else np.zeros(0)
+def _job(kwargs):
+    record = kwargs.pop("record")
+    return crystal_images(record, **kwargs)
 
 
 def iter_predictions(records: Iterable[CrystalRecord], model: VoxelCNN, *, ensemble: int = 100, seed: int = 0,
@@ -112,19 +86,20 @@ def iter_predictions(records: Iterable[CrystalRecord], model: VoxelCNN, *, ensem
                      workers: int = 1, batch_size: int = 32) -> Iterator[tuple[dict, list[dict]]]:
     """Yield (crystal row, per-rotation rows) for each record, in input order, streaming.
 
-    ``workers`` > 1 builds images in that many processes, with at most ``max(batch_size,
-    workers)`` crystals imaged ahead of the CNN (memory). Neither changes any number.
+    With one worker, a background thread images the next crystals while the CNN runs; ``workers``
+    > 1 builds images in that many processes, with at most ``max(batch_size, workers)`` crystals
+    imaged ahead of the CNN (memory). Neither changes any number.
     """
-    jobs = ((r, rotations, ensemble, seed, sampler) for r in records)
+    options = {"ensemble": ensemble, "seed": seed, "sampler": sampler, "rotations": rotations}
     if workers > 1:
         pool = ProcessPoolExecutor(max_workers=workers)
-        results = _bounded_map(pool, jobs, window=max(batch_size, workers))
+        results = _bounded_map(pool, ({"record": r, **options} for r in records), window=max(batch_size, workers))
     else:
         pool = None
-        results = (_images_for(*j) for j in jobs)
+        results = iter_crystal_images(records, **options)
     try:
-        for rec_id, angles, images, error in results:
-            yield _summarise(rec_id, angles, images, error, model, threshold)
+        for item in results:
+            yield _summarise(item.id, item.angles, item.images, item.error, model, threshold)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -265,6 +240,8 @@ def _predict_voxel(records, loaded: LoadedModel, *, ensemble, seed, sampler, rot
     def tracked():
         for rec in records:
             seen[rec.id] = rec
+            if rec.status == "formula_only":
+                rec = dataclasses.replace(rec, error=_structure_needed(rec, "voxel_cnn"))
             if scorer is not None and rec.ok:
                 try:
                     domain_scores[rec.id] = scorer.score(rec.id, rec.structure)

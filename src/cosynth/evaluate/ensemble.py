@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cosynth.predict import image_probabilities
+from cosynth.models.voxel_cnn.ensemble import image_probabilities
 from cosynth.represent.voxel import CrystalImager, crystal_rng, sample_rotations
 
 PAPER_SIZES = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200)

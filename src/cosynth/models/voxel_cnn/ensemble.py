@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cosynth.io.errors import describe_error
+from cosynth.io.validate import CrystalValidationError
 from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
 from cosynth.represent.voxel import CrystalImager, SparseImage, crystal_rng, sample_rotations
 
@@ -51,8 +53,10 @@ def crystal_images(record, *, ensemble: int = 100, seed: int = 0, sampler: str =
         angles = rotations if rotations is not None else sample_rotations(sampler, ensemble,
                                                                           crystal_rng(seed, record.id))
         images = imager.images(angles, sampler, parallel=parallel)
+    except CrystalValidationError as err:
+        return CrystalImages(record.id, None, None, str(err))
     except Exception as err:  # noqa: BLE001 - any failure is this crystal's, not the batch's
-        return CrystalImages(record.id, None, None, f"{type(err).__name__}: {err}")
+        return CrystalImages(record.id, None, None, describe_error(err, "structure"))
     return CrystalImages(record.id, np.asarray(angles, dtype=np.float64), images, None)
 
 
