@@ -52,7 +52,7 @@ class BenchmarkConfig:
 
     @classmethod
     def quick_run(cls) -> "BenchmarkConfig":
-        return cls(epochs=2, composition_rows=300, xiespp_ensemble=1, n_boot=20, quick=True, max_rows=360,
+        return cls(epochs=2, composition_rows=200, xiespp_ensemble=1, n_boot=20, quick=True, max_rows=240,
                    batch_size=32, candidates=("cgcnn", "cosnet_balanced"), voxel_epochs=1)
 
 
@@ -157,16 +157,11 @@ class Benchmark:
 
     def _split_frames(self, weighted: bool, with_compositions: bool) -> dict[str, pd.DataFrame]:
         """Frames for the bimodal trainer: structures (+ composition-only training rows)."""
-        from cosynth.data.synth_benchmark import composition_rows
-
         f = self.frame
         base = pd.DataFrame({"id": f["id"], "formula": f["formula"], "cif": f["cif"], "target": f[LABEL].astype(float),
                              "structure_status": "ok", "origin": f["origin"], "split": f["split"]})
         if with_compositions:
-            comps = composition_rows(self.data_root, exclude_formulas=set(f["formula"]))
-            n = self.config.composition_rows
-            if n is not None and len(comps) > n:
-                comps = comps.sample(n=n, random_state=self.config.seed).sort_values("id")
+            comps = self.compositions()
             base = pd.concat([base, pd.DataFrame({"id": comps["id"], "formula": comps["formula"], "cif": None,
                                                   "target": comps[LABEL].astype(float), "structure_status": "none",
                                                   "origin": comps["origin"], "split": "train"})], ignore_index=True)
@@ -175,6 +170,20 @@ class Benchmark:
             base["weight"] = 1.0
             base.loc[train, "weight"] = origin_balance_weights(base.loc[train, "origin"], base.loc[train, "target"])
         return {k: base[base["split"] == k].drop(columns="split").reset_index(drop=True) for k in SPLITS}
+
+    def compositions(self) -> pd.DataFrame:
+        """The composition-only training rows (read once, then kept in the work folder)."""
+        from cosynth.data.synth_benchmark import composition_rows
+
+        path = self.work / "compositions.parquet"
+        if path.exists():
+            return pd.read_parquet(path)
+        comps = composition_rows(self.data_root, exclude_formulas=set(self.frame["formula"]))
+        n = self.config.composition_rows
+        if n is not None and len(comps) > n:
+            comps = comps.sample(n=n, random_state=self.config.seed).sort_values("id")
+        write_table(comps, path)
+        return comps
 
     def fit_graph(self, name: str, family: str, *, weighted: bool, compositions: bool, mode: str = "bimodal_aug"):
         """Train one graph-family classifier; scores (logits) for every benchmark row."""
@@ -338,7 +347,7 @@ def add_ensemble(bench: Benchmark, judged: dict, candidates: list[str]) -> str |
 
 
 def benchmark_synth(out, *, work=None, data_root=None, config: BenchmarkConfig | None = None,
-                    xiespp_weights=None, install: bool = False, progress: bool = False) -> dict:
+                    xiespp_weights=None, install: bool | Path = False, progress: bool = False) -> dict:
     """Run (or resume) the synthesizability benchmark and write its report to ``out``.
 
     Args:
@@ -347,7 +356,8 @@ def benchmark_synth(out, *, work=None, data_root=None, config: BenchmarkConfig |
         data_root: the shared data root.
         config: the settings (:meth:`BenchmarkConfig.quick_run` for a smoke test).
         xiespp_weights: the published XIE-SPP weights (``weights0500.h5``) for their baseline row.
-        install: export the winner (and the voxel model, when trained) into ``cosynth/pretrained``.
+        install: export the winner (and the voxel model, when trained) into ``cosynth/pretrained``,
+            or into the folder given.
         progress: progress bars.
 
     Returns:
@@ -372,7 +382,8 @@ def benchmark_synth(out, *, work=None, data_root=None, config: BenchmarkConfig |
 
     write_report(Path(out), bench, result)
     if install and winner is not None:
-        result["installed"] = install_models(bench, judged, winner, files, result)
+        folder = None if install is True else Path(install)
+        result["installed"] = install_models(bench, judged, winner, files, result, folder)
         atomic_write_json(Path(out) / "benchmark.json", result)
     return result
 
@@ -392,10 +403,22 @@ def _result(bench: Benchmark, judged: dict, candidates: list[str], winner: str |
             "wall_seconds_this_command": round(seconds, 1)}
 
 
-def install_models(bench: Benchmark, judged: dict, winner: str, files: dict, result: dict) -> dict:
-    """Export the winner (with its validation calibration) as the default model, and the voxel model."""
+def install_models(bench: Benchmark, judged: dict, winner: str, files: dict, result: dict,
+                   folder: Path | None = None) -> dict:
+    """Export the winner (with its validation calibration) as the default model, and the voxel model.
+
+    Args:
+        bench, judged, winner, files, result: the benchmark run, its judged scores, the chosen
+            candidate, the candidates' model files and the report's JSON.
+        folder: where to write ``<name>.pt`` and ``<name>.md`` (default: the bundled models' folder).
+
+    Returns:
+        Exported name → candidate.
+    """
     from cosynth.experiments.synth_benchmark_report import model_card
     from cosynth.models.registry import PRETRAINED_DIR, load_model, save_model
+
+    folder = Path(folder or PRETRAINED_DIR)
 
     installed = {}
     targets = {"cosynth-synth": winner}
@@ -409,8 +432,10 @@ def install_models(bench: Benchmark, judged: dict, winner: str, files: dict, res
         meta = {**loaded.meta, "calibration": report["calibration"], "threshold": report["threshold"],
                 "metrics": {**report["metrics"], "benchmark_split": result["split_fingerprint"]},
                 "provenance": {**loaded.meta.get("provenance", {}), "benchmark": f"cosynth benchmark synth ({candidate})"}}
-        save_model(loaded.network, PRETRAINED_DIR / f"{name}.pt", meta)
-        atomic_write_text(PRETRAINED_DIR / f"{name}.md", model_card(name, candidate, result))
+        if loaded.family == "voxel_cnn":  # voxel likelihoods are rotation means; they ship uncalibrated
+            meta.pop("calibration")
+        save_model(loaded.network, folder / f"{name}.pt", meta)
+        atomic_write_text(folder / f"{name}.md", model_card(name, candidate, result))
         installed[name] = candidate
     return installed
 

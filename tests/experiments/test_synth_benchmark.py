@@ -1,0 +1,109 @@
+"""The synthesizability benchmark: its metrics, its split, and a quick end-to-end run with real data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cosynth.evaluate.benchmark import (
+    expected_calibration_error,
+    polymorph_pair_auc,
+    score_report,
+    threshold_from_validation,
+    within_origin_auc,
+)
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+
+
+def _shared():
+    if not (SHARED / "data" / "mp_extra_structures").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{SHARED / 'data'} is missing but CI is set: the shared data must be present")
+        pytest.skip(f"shared data not found at {SHARED / 'data'}")
+    return SHARED
+
+
+def test_shortcut_scores_get_chance_where_the_shortcut_cannot_help():
+    rng = np.random.default_rng(0)
+    origin = np.repeat(["a", "b"], 200)
+    y = np.concatenate([rng.random(200) < 0.9, rng.random(200) < 0.2]).astype(int)
+    origin_score = np.where(origin == "a", 0.9, 0.2)  # knows only the origin
+    mean, per = within_origin_auc(y, origin_score, origin)
+    assert mean == pytest.approx(0.5) and set(per) == {"a", "b"}
+    formula = np.repeat(np.arange(100), 4).astype(str)
+    composition_score = np.repeat(rng.random(100), 4)  # one value per formula
+    auc, pairs = polymorph_pair_auc(y, composition_score, formula)
+    assert pairs > 0 and auc == pytest.approx(0.5)
+    assert polymorph_pair_auc(y, y.astype(float), formula)[0] == 1.0
+
+
+def test_calibration_error_and_threshold():
+    rng = np.random.default_rng(1)
+    p = rng.random(20000)
+    y = (rng.random(20000) < p).astype(int)
+    assert expected_calibration_error(y, p) < 0.02
+    assert expected_calibration_error(y, np.clip(p + 0.3, 0, 1)) > 0.15
+    t = threshold_from_validation(np.array([0, 0, 0, 1, 1, 1]), np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8]))
+    assert 0.3 < t <= 0.6
+
+
+def test_score_report_has_intervals_around_its_values():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 600)
+    p = np.clip(0.5 + (y - 0.5) * 0.3 + rng.normal(0, 0.2, 600), 0, 1)
+    report = score_report(y, p, np.repeat(["x", "z"], 300), np.repeat(np.arange(200), 3).astype(str),
+                          threshold=0.5, n_boot=50)
+    for key in ("roc_auc", "within_origin_auc", "polymorph_pair_auc"):
+        low, high = report["ci"][key]
+        assert low <= report["metrics"][key] <= high
+    assert report["n"] == 600 and report["per_origin"]["x"]["n"] == 300
+
+
+def test_frozen_split_is_grouped_stratified_and_leak_free():
+    from cosynth.data.synth_benchmark import benchmark_table, composition_rows, leakage_checks, split_fingerprint
+
+    frame = benchmark_table(_shared() / "data", seed=0)
+    assert len(frame) == 19339 and frame["id"].is_unique
+    assert leakage_checks(frame) == {"rows": 19339, "ids_in_two_splits": 0, "formulas_in_two_splits": 0,
+                                     "duplicate_ids": 0}
+    rates = frame.groupby("split")["label"].mean()
+    assert rates.max() - rates.min() < 0.02
+    assert frame["split"].value_counts(normalize=True)["train"] == pytest.approx(0.6, abs=0.02)
+    assert frame["label_source"].iloc[0] in ("cpul", "pucgcnn", "syncotrain")
+    assert split_fingerprint(benchmark_table(_shared() / "data", seed=0)) == split_fingerprint(frame)
+    comps = composition_rows(_shared() / "data", exclude_formulas=set(frame["formula"]))
+    assert not set(comps["formula"]) & set(frame["formula"]) and (comps["split"] == "train").all()
+
+
+@pytest.mark.slow
+def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path):
+    from cosynth.experiments.synth_benchmark import BenchmarkConfig, benchmark_synth
+    from cosynth.models.registry import load_model
+
+    shared = _shared()
+    out, models = tmp_path / "report", tmp_path / "models"
+    result = benchmark_synth(out, work=tmp_path / "work", data_root=shared / "data",
+                             config=BenchmarkConfig.quick_run(),
+                             xiespp_weights=shared / "reference" / "xiespp" / "weights0500.h5", install=models)
+    saved = json.loads((out / "benchmark.json").read_text())
+    assert saved["winner"] == result["winner"] and saved["leakage"]["formulas_in_two_splits"] == 0
+    assert {"origin_only", "density_only", "descriptor_trees", "roost_composition", "xiespp_published"} <= set(
+        saved["scores"])
+    assert saved["scores"]["origin_only"]["metrics"]["within_origin_auc"] == pytest.approx(0.5)
+    assert "QUICK RUN" in (out / "README.md").read_text()
+    for figure in ("roc", "reliability", "per_origin"):
+        assert (out / "figures" / f"{figure}.png").stat().st_size > 5000
+    default = load_model(models / "cosynth-synth.pt")
+    assert default.meta["threshold"] == saved["scores"][result["winner"]]["threshold"]
+    assert (models / "cosynth-synth.md").read_text().startswith("# Model card: cosynth-synth")
+    pred = default.predict(pd.DataFrame({"formula": ["NaCl"]})).crystals
+    if default.inputs == "structure":
+        assert pred["status"].iloc[0] == "error" and "needs a structure" in pred["error"].iloc[0]
+    else:
+        assert pred["status"].iloc[0] == "ok" and 0 <= pred["likelihood"].iloc[0] <= 1
