@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from cosynth.cli.common import check_output, fail, print_table, show
+from cosynth.config import DEFAULT_MODEL
 
 SAMPLERS = ("haar", "sobol", "xiespp")
 
@@ -18,7 +19,7 @@ def predict(
     inputs: Optional[List[str]] = typer.Argument(
         None, help="CIF/POSCAR/extxyz/JSON files, folders, globs or tables (csv/parquet/jsonl; a formula column "
                    "without structures is fine for composition models)."),
-    model: str = typer.Option("cosynth-synth-mp", "--model", "-m", help="Bundled model name or model file (any family)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Bundled model name or model file (any family)."),
     formula: Optional[str] = typer.Option(None, "--formula", "-f", help="Comma-separated formulas, e.g. SiO2,TiO2."),
     ensemble: int = typer.Option(100, "--ensemble", "-E", help="Random rotations per crystal (voxel models)."),
     seed: int = typer.Option(0, help="Seed of the rotations (results depend only on seed and crystal id)."),

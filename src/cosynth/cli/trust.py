@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from cosynth.cli.common import fail
+from cosynth.config import DEFAULT_MODEL
 
 
 def _names(text: Optional[str]) -> Optional[list[str]]:
@@ -235,7 +236,7 @@ def register_evaluation(app: typer.Typer) -> None:
     @stress_app.command("ensemble")
     def stress_ensemble(
         table: Path = typer.Argument(..., help="Table of structures (e.g. a test set)."),
-        model: str = typer.Option("cosynth-synth-mp", "--model", "-m"),
+        model: str = typer.Option(DEFAULT_MODEL, "--model", "-m"),
         sizes: str = typer.Option("1,2,5,10,20,30,50,75,100,150,200", help="Ensemble sizes E."),
         repeats: int = typer.Option(10, "--repeats", "-R", help="Repeated ensembles per size (R ≥ 2)."),
         mode: str = typer.Option("pool", help="pool (bootstrap from one pool per crystal) or fresh (E·R new rotations)."),

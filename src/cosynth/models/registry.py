@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from cosynth.config import DEFAULT_MODEL
 from cosynth.io.files import atomic_write
 from cosynth.represent import voxel
 
@@ -33,7 +34,6 @@ __all__ = ["DEFAULT_MODEL", "FAMILIES", "FORMAT", "PRETRAINED_DIR", "LoadedModel
 FORMAT = "cosynth-model/2"
 READABLE_FORMATS = ("cosynth-model/1", FORMAT)
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
-DEFAULT_MODEL = "cosynth-synth-mp"
 
 # family → (module, class, inputs it needs); classes import lazily so the registry stays light
 FAMILIES: dict[str, tuple[str, str, str]] = {
