@@ -44,11 +44,20 @@ def train_voxel_cmd(
                          sampler=sampler, max_minutes=max_minutes, id_column=id_column,
                          structure_column=structure_column, weight_column=weight_column,
                          split_column=split_column, precision=precision)
+    if precision not in ("auto", "fp32", "bf16"):
+        fail(f"--precision must be auto, fp32 or bf16, not {precision!r}")
     try:
         train_voxel(table, out, config, resume=resume)
         metrics = test_run(out, table)
     except ValueError as err:
         fail(str(err))
+    skipped = out / "skipped.csv"
+    if skipped.exists():
+        import pandas as pd
+
+        reasons = pd.read_csv(skipped)["error"].value_counts()
+        typer.echo(f"{int(reasons.sum())} rows skipped (all in {skipped}):\n"
+                   + "\n".join(f"  {n} × {why}" for why, n in reasons.head(5).items()), err=True)
     typer.echo(json.dumps(metrics, indent=2))
 
 
