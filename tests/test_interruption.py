@@ -54,7 +54,12 @@ class _Watcher:
 
 @pytest.mark.slow
 def test_sigterm_during_predict_keeps_the_rows_and_resume_finishes_them(tmp_path):
-    args = [_examples(), "-E", "12", "--seed", "1"]
+    from cosynth.models.registry import save_model
+    from cosynth.models.voxel_cnn.model import VoxelCNN
+
+    torch.manual_seed(0)
+    model = save_model(VoxelCNN(), tmp_path / "voxel.pt", {"sampler": "haar"})  # the slow family, to stop midway
+    args = [_examples(), "-E", "12", "--seed", "1", "--model", model]
     reference = _run(["predict", *args, "-o", tmp_path / "full.csv"])
     assert reference.returncode == 0, reference.stderr
     full = pd.read_csv(tmp_path / "full.csv")
