@@ -28,6 +28,7 @@ from cosynth.io.files import atomic_write_json, atomic_write_text, write_table
 
 LABEL = "label"
 SPLITS = ("train", "val", "test")
+FULL_COVERAGE = 0.99  # a score on at least this share of the test rows counts as covering them all
 
 
 @dataclass
@@ -335,7 +336,7 @@ def selection_score(metrics: dict) -> float:
 
 def add_ensemble(bench: Benchmark, judged: dict, candidates: list[str]) -> str | None:
     """The mean of the calibrated logits of the two best candidates (by validation), as a candidate."""
-    ranked = sorted((c for c in candidates if c in judged and judged[c]["coverage"] == 1.0),
+    ranked = sorted((c for c in candidates if c in judged and judged[c]["coverage"] >= FULL_COVERAGE),
                     key=lambda c: selection_score(judged[c]["validation"]), reverse=True)[:2]
     if len(ranked) < 2:
         return None

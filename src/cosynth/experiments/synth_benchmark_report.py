@@ -75,7 +75,9 @@ def _md_table(df: pd.DataFrame) -> str:
 
 
 def _figures(out: Path, bench, result: dict) -> list[str]:
-    from sklearn.metrics import roc_curve
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from cosynth.experiments.synth_benchmark import FULL_COVERAGE
 
     from cosynth.report import figures
 
@@ -86,13 +88,12 @@ def _figures(out: Path, bench, result: dict) -> list[str]:
     fig_dir.mkdir(parents=True, exist_ok=True)
     names = []
     curves = {}
-    for name, report in result["scores"].items():
+    full = [n for n, r in result["scores"].items() if r["coverage"] >= FULL_COVERAGE]
+    keep = test & np.all([np.isfinite(bench.scores[n].to_numpy(float)) for n in full], axis=0)
+    for name in full:
         s = bench.scores[name].to_numpy(float)
-        keep = test & np.isfinite(s)
-        if report["coverage"] < 1.0:
-            continue
         fpr, tpr, _ = roc_curve(y[keep], s[keep])
-        curves[name] = (fpr, tpr, report["metrics"]["roc_auc"])
+        curves[name] = (fpr, tpr, float(roc_auc_score(y[keep], s[keep])))
     fig = figures.roc_figure(curves, title="Test ROC, rows every model covers")
     fig.savefig(fig_dir / "roc.png", dpi=120)
     names.append("figures/roc.png")
