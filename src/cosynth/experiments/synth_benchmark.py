@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cosynth.experiments.synth_benchmark_report import FULL_COVERAGE
 from cosynth.io.files import atomic_write_json, atomic_write_text, write_table
 
 LABEL = "label"
 SPLITS = ("train", "val", "test")
-FULL_COVERAGE = 0.99  # a score on at least this share of the test rows counts as covering them all
 
 
 @dataclass
