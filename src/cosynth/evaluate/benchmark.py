@@ -61,27 +61,36 @@ def within_origin_auc(y, p, origin) -> tuple[float, dict[str, float]]:
     return (float(np.mean(list(per.values()))) if per else float("nan")), per
 
 
-def polymorph_pair_auc(y, p, formula) -> tuple[float, int]:
-    """(share of same-formula positive/negative pairs ranked right, ties half; number of pairs)."""
+def _pair_counts(y, p, formula) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(formulas, pairs ranked right per formula (ties half), pairs per formula) for formulas with both labels."""
     frame = pd.DataFrame({"y": np.asarray(y, int), "p": np.asarray(p, float), "f": np.asarray(formula)})
-    right, pairs = 0.0, 0
-    for _, g in frame.groupby("f"):
+    names, right, pairs = [], [], []
+    for name, g in frame.groupby("f", sort=True):
         pos, neg = g.loc[g["y"] == 1, "p"].to_numpy(), g.loc[g["y"] == 0, "p"].to_numpy()
         if len(pos) and len(neg):
             diff = pos[:, None] - neg[None, :]
-            right += float((diff > 0).sum() + 0.5 * (diff == 0).sum())
-            pairs += diff.size
-    return (right / pairs if pairs else float("nan")), pairs
+            names.append(name)
+            right.append(float((diff > 0).sum() + 0.5 * (diff == 0).sum()))
+            pairs.append(diff.size)
+    return np.asarray(names, dtype=object), np.asarray(right, float), np.asarray(pairs, float)
 
 
-def _point_metrics(y, p, origin, formula, threshold: float) -> dict:
+def polymorph_pair_auc(y, p, formula) -> tuple[float, int]:
+    """(share of same-formula positive/negative pairs ranked right, ties half; number of pairs)."""
+    _, right, pairs = _pair_counts(y, p, formula)
+    return (float(right.sum() / pairs.sum()) if pairs.sum() else float("nan")), int(pairs.sum())
+
+
+def _point_metrics(y, p, origin, formula, threshold: float, pair: float | None = None) -> dict:
+    """The metrics of one (resampled) set of rows; ``pair`` given when computed elsewhere."""
     from sklearn.metrics import average_precision_score
 
     pred = p >= threshold
     tp, fp = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum())
     tn, fn = int((~pred & (y == 0)).sum()), int((~pred & (y == 1)).sum())
     within, _ = within_origin_auc(y, p, origin)
-    pair, _ = polymorph_pair_auc(y, p, formula)
+    if pair is None:
+        pair, _ = polymorph_pair_auc(y, p, formula)
     return {"roc_auc": _auc(y, p),
             "pr_auc": float(average_precision_score(y, p)) if len(np.unique(y)) == 2 else float("nan"),
             "accuracy": (tp + tn) / max(len(y), 1),
@@ -110,12 +119,20 @@ def score_report(y, p, origin, formula, *, threshold: float, n_boot: int = 200, 
     y, p = np.asarray(y, int), np.asarray(p, float)
     origin, formula = np.asarray(origin).astype(str), np.asarray(formula).astype(str)
     metrics = _point_metrics(y, p, origin, formula, threshold)
-    groups = pd.Series(np.arange(len(y))).groupby(formula).apply(list).tolist()
+    order = pd.Series(np.arange(len(y))).groupby(formula, sort=True)
+    names = np.asarray(list(order.groups), dtype=object)
+    groups = [np.asarray(v) for v in order.apply(list)]
+    # polymorph pairs never cross formulas: per-formula counts, reweighted by how often a formula is drawn
+    pair_names, right, pairs = _pair_counts(y, p, formula)
+    in_pairs = np.searchsorted(names, pair_names) if len(pair_names) else np.zeros(0, int)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB007]))
     draws = {k: [] for k in metrics}
     for _ in range(n_boot):
-        take = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
-        for k, v in _point_metrics(y[take], p[take], origin[take], formula[take], threshold).items():
+        drawn = rng.integers(0, len(groups), len(groups))
+        take = np.concatenate([groups[i] for i in drawn])
+        times = np.bincount(drawn, minlength=len(groups))[in_pairs]
+        pair = float((times * right).sum() / (times * pairs).sum()) if (times * pairs).sum() else float("nan")
+        for k, v in _point_metrics(y[take], p[take], origin[take], formula[take], threshold, pair).items():
             draws[k].append(v)
     ci = {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in draws.items()}
     _, per = within_origin_auc(y, p, origin)
