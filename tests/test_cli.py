@@ -94,17 +94,21 @@ def test_train_rejects_a_bad_split(tmp_path):
     assert res.exit_code == 2 and "--split" in res.output
 
 
-def test_bundled_model_loads_by_name_with_its_card():
-    from cosynth.models.registry import DEFAULT_MODEL, PRETRAINED_DIR, bundled_models, load_model
+def test_every_bundled_model_loads_by_name_with_its_card():
+    from cosynth.models.registry import DEFAULT_MODEL, FAMILIES, PRETRAINED_DIR, bundled_models, load_model
 
     assert DEFAULT_MODEL in bundled_models()
-    loaded = load_model(DEFAULT_MODEL)
-    model, meta = loaded.network, loaded.meta
-    assert sum(p.numel() for p in model.parameters()) == 61703
-    assert meta["image"]["sampler"] == "haar" and meta["provenance"]["n_test"] > 0
-    assert 0.0 <= meta["metrics"]["roc_auc"] <= 1.0
-    card = (PRETRAINED_DIR / f"{DEFAULT_MODEL}.md").read_text()
-    assert f"{meta['metrics']['roc_auc']:.3f}" in card  # the card states the stored test AUC
+    for name in bundled_models():
+        loaded = load_model(name)
+        assert loaded.family in FAMILIES and loaded.task == "classification"
+        assert 0.0 <= loaded.metrics["roc_auc"] <= 1.0
+        card = (PRETRAINED_DIR / f"{name}.md").read_text()
+        assert f"{loaded.metrics['roc_auc']:.3f}" in card  # the card states the stored test AUC
+    default = load_model(DEFAULT_MODEL)
+    assert default.meta["metrics"]["benchmark_split"] and 0.0 < default.meta["threshold"] < 1.0
+    assert set(default.meta["calibration"]) == {"a", "b"}
+    listed = runner.invoke(app, ["models"])
+    assert listed.exit_code == 0 and f"{DEFAULT_MODEL}: family={default.family}" in listed.output
 
 
 def test_demo_runs_the_bundled_model_on_packaged_examples():

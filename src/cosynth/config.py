@@ -16,7 +16,7 @@ from pathlib import Path
 __all__ = ["DEFAULT_MODEL", "DataRootError", "cache_dir", "data_root", "mp_structures_table"]
 
 MP_TABLE = "mp_synth_structures/mp_structures_labelled.csv.gz"
-DEFAULT_MODEL = "cosynth-synth-mp"  # the bundled model `cosynth predict` and `predict()` use by default
+DEFAULT_MODEL = "cosynth-synth"  # the bundled model `cosynth predict` and `predict()` use by default
 
 
 class DataRootError(FileNotFoundError):

@@ -357,6 +357,10 @@ def test_save_and_load_model_round_trip(tmp_path):
         torch.testing.assert_close(loaded(batch), model(batch), rtol=0, atol=0)
 
 
+def test_architecture_has_the_published_parameter_count():
+    assert sum(p.numel() for p in VoxelCNN().parameters()) == 61703
+
+
 def test_load_unknown_model_names_the_bundled_models():
     with pytest.raises(FileNotFoundError) as info:
         store.load_model("no-such-model")

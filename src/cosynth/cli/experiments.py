@@ -1,8 +1,7 @@
-"""Research commands: `cosynth reproduce cosnet-table1`, `reproduce bundled-model`, `sweep`, `probe`."""
+"""Research commands: `cosynth reproduce cosnet-table1`, `sweep`, `probe`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -48,24 +47,6 @@ def cosnet_table1(
     typer.echo(df.filter(regex="mode|seed|best_epoch|test_mae_(all|with|without)").to_string())
     typer.echo("\ntest MAE, mean ± std over seeds:")
     typer.echo(summarize_table1(df).round(4).to_string(index=False))
-
-
-def bundled_model(
-    data: Optional[Path] = typer.Option(None, help="The shared data folder (default: see cosynth.config)."),
-    out: Path = typer.Option(Path("runs/bundled-synth-mp"), "--output", "-o", help="Run directory (re-running resumes)."),
-    epochs: int = typer.Option(200),
-    max_minutes: Optional[float] = typer.Option(None, help="Stop after this wall time (resume later)."),
-    seed: int = typer.Option(0),
-    install: bool = typer.Option(False, "--install", help="Copy model.pt and its card into cosynth/pretrained."),
-) -> None:
-    """Train the bundled synthesizability model, test it and write its card (resumable)."""
-    from cosynth.experiments.bundled_model import build_bundled_model
-
-    try:
-        metrics = build_bundled_model(data, out, epochs=epochs, max_minutes=max_minutes, seed=seed, install=install)
-    except (ValueError, FileNotFoundError) as err:
-        fail(str(err))
-    typer.echo(json.dumps(metrics, indent=2))
 
 
 def sweep(
@@ -129,6 +110,5 @@ def probe(
 
 def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Typer) -> None:
     reproduce_app.command("cosnet-table1")(cosnet_table1)
-    reproduce_app.command("bundled-model")(bundled_model)
     app.command()(sweep)
     app.command()(probe)

@@ -179,6 +179,14 @@ def model_card(name: str, candidate: str, result: dict) -> str:
              f"threshold {report['threshold']:.3f}.", "",
              "| metric | test value |", "|---|---|"]
     lines += [f"| {k} | {_cell(report, k)} |" for k in SHOWN]
+    rivals = [b for b in result["baselines"] if b in result["scores"] and b not in result["leaky"]]
+    lines += ["", "**Beside the shortcut baselines** on the same test rows (ROC AUC / within-origin / polymorph pairs):"]
+    lines += [f"- `{b}`: " + " / ".join(_cell(result["scores"][b], k) for k in ("roc_auc", "within_origin_auc",
+                                                                                 "polymorph_pair_auc")) for b in rivals]
+    beaten = [k for k in ("roc_auc", "within_origin_auc", "polymorph_pair_auc")
+              if all(report["ci"][k][0] > result["scores"][b]["metrics"][k] for b in rivals
+                     if np.isfinite(result["scores"][b]["metrics"][k]))]
+    lines += ["", f"It beats every baseline by more than its CI on: {', '.join(beaten) or 'none of these metrics'}."]
     lines += ["", "**Limits**: labels are MP snapshots (some theoretical entries have been made since); origins "
               "differ in their positive rate, which is why within-origin and polymorph-pair AUCs are reported; "
               "crystals unlike Materials Project entries are outside what it has seen."]
