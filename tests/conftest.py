@@ -13,6 +13,7 @@ import os
 import tarfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +38,23 @@ def require_shared(rel) -> Path:
 def shared_path():
     """``shared_path(rel)`` → existing path under ../shared, or skip (fail on CI)."""
     return require_shared
+
+
+@pytest.fixture(scope="session")
+def mp_sample():
+    """``mp_sample(per_class, max_sites)`` → the first labelled small MP structures of each class
+    (columns material_id, cif, label): cheap real crystals for training tests."""
+
+    def sample(per_class: int, max_sites: int, nrows: int = 600) -> pd.DataFrame:
+        path = require_shared("data/mp_synth_structures/mp_structures_labelled.csv.gz")
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""], nrows=nrows)
+        df["label"] = df["label_icsd_pucgcnn"].fillna(df["label_synth_syncotrain"])
+        df = df.dropna(subset=["label"])
+        df = df[df.nsites <= max_sites]
+        df = pd.concat([df[df.label == 1].head(per_class), df[df.label == 0].head(per_class)])
+        return df[["material_id", "cif", "label"]].reset_index(drop=True)
+
+    return sample
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,6 @@ import pytest
 import torch
 
 COSYNTH = [sys.executable, "-m", "cosynth.cli"]
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-MP = SHARED / "data/mp_synth_structures/mp_structures_labelled.csv.gz"
 
 
 def _examples() -> Path:
@@ -100,18 +98,9 @@ def test_exit_status_says_when_nothing_was_predicted(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_restart_ends_with_the_same_weights(tmp_path):
-    if not MP.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{MP} is missing but CI is set: the shared data must be present")
-        pytest.skip(f"shared data not found at {MP}")
-    df = pd.read_csv(MP, keep_default_na=False, na_values=[""], nrows=600)
-    df["label"] = df["label_icsd_pucgcnn"].fillna(df["label_synth_syncotrain"])
-    df = df.dropna(subset=["label"])
-    df = df[df.nsites <= 6]
-    df = pd.concat([df[df.label == 1].head(24), df[df.label == 0].head(24)])
+def test_sigkill_mid_epoch_then_restart_ends_with_the_same_weights(tmp_path, mp_sample):
     table = tmp_path / "table.csv"
-    df[["material_id", "cif", "label"]].to_csv(table, index=False)
+    mp_sample(24, 6).to_csv(table, index=False)
     args = ["train", "voxel", table, "--label", "label", "--id-column", "material_id", "--epochs", "3",
             "--batch-size", "4", "--seed", "5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

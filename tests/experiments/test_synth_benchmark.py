@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +17,9 @@ from cosynth.evaluate.benchmark import (
     within_origin_auc,
 )
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
-
-def _shared():
-    if not (SHARED / "data" / "mp_extra_structures").exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{SHARED / 'data'} is missing but CI is set: the shared data must be present")
-        pytest.skip(f"shared data not found at {SHARED / 'data'}")
-    return SHARED
+def _shared(shared_path) -> Path:
+    return shared_path("data/mp_extra_structures").parents[1]
 
 
 def test_shortcut_scores_get_chance_where_the_shortcut_cannot_help():
@@ -65,10 +58,11 @@ def test_score_report_has_intervals_around_its_values():
     assert report["n"] == 600 and report["per_origin"]["x"]["n"] == 300
 
 
-def test_frozen_split_is_grouped_stratified_and_leak_free():
+def test_frozen_split_is_grouped_stratified_and_leak_free(shared_path):
     from cosynth.data.synth_benchmark import benchmark_table, composition_rows, leakage_checks, split_fingerprint
 
-    frame = benchmark_table(_shared() / "data", seed=0)
+    shared = _shared(shared_path)
+    frame = benchmark_table(shared / "data", seed=0)
     assert len(frame) == 19339 and frame["id"].is_unique
     assert leakage_checks(frame) == {"rows": 19339, "ids_in_two_splits": 0, "formulas_in_two_splits": 0,
                                      "duplicate_ids": 0}
@@ -76,17 +70,17 @@ def test_frozen_split_is_grouped_stratified_and_leak_free():
     assert rates.max() - rates.min() < 0.02
     assert frame["split"].value_counts(normalize=True)["train"] == pytest.approx(0.6, abs=0.02)
     assert frame["label_source"].iloc[0] in ("cpul", "pucgcnn", "syncotrain")
-    assert split_fingerprint(benchmark_table(_shared() / "data", seed=0)) == split_fingerprint(frame)
-    comps = composition_rows(_shared() / "data", exclude_formulas=set(frame["formula"]))
+    assert split_fingerprint(benchmark_table(shared / "data", seed=0)) == split_fingerprint(frame)
+    comps = composition_rows(shared / "data", exclude_formulas=set(frame["formula"]))
     assert not set(comps["formula"]) & set(frame["formula"]) and (comps["split"] == "train").all()
 
 
 @pytest.mark.slow
-def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path):
+def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path):
     from cosynth.experiments.synth_benchmark import BenchmarkConfig, benchmark_synth
     from cosynth.models.registry import load_model
 
-    shared = _shared()
+    shared = _shared(shared_path)
     out, models = tmp_path / "report", tmp_path / "models"
     result = benchmark_synth(out, work=tmp_path / "work", data_root=shared / "data",
                              config=BenchmarkConfig.quick_run(),

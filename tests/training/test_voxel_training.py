@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,22 +11,10 @@ import torch
 
 from cosynth.training.voxel import TrainConfig, load_labelled, stratified_split, train_voxel
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-MP = SHARED / "data/mp_synth_structures/mp_structures_labelled.csv.gz"
-
 
 @pytest.fixture(scope="module")
-def small_table() -> pd.DataFrame:
-    if not MP.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{MP} is missing but CI is set: the shared data must be present")
-        pytest.skip(f"shared data not found at {MP}")
-    df = pd.read_csv(MP, keep_default_na=False, na_values=[""], nrows=400)
-    df["label"] = df["label_icsd_pucgcnn"].fillna(df["label_synth_syncotrain"])
-    df = df.dropna(subset=["label"])
-    df = df[df.nsites <= 4]  # small cells keep each image cheap
-    df = pd.concat([df[df.label == 1].head(6), df[df.label == 0].head(6)])
-    return df[["material_id", "cif", "label"]].reset_index(drop=True)
+def small_table(mp_sample) -> pd.DataFrame:
+    return mp_sample(6, 4, nrows=400)  # small cells keep each image cheap
 
 
 def config(**kw) -> TrainConfig:

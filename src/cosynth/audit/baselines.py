@@ -58,7 +58,8 @@ def label_signal(table: Path, *, label: str = "label", cache_dir: Path | None = 
 
 
 def descriptor_scores(crystals, *, label: str = "label", cache_dir: Path | None = None, seed: int = 0,
-                      progress: bool = False) -> tuple[np.ndarray, list[str]] | None:
+                      progress: bool = False, described: pd.DataFrame | None = None
+                      ) -> tuple[np.ndarray, list[str]] | None:
     """Scores of gradient-boosted trees fitted on the train split's simple structure descriptors.
 
     The descriptors are the audit's (density, packing, sites, symmetry, …) and their ratio to the
@@ -71,6 +72,7 @@ def descriptor_scores(crystals, *, label: str = "label", cache_dir: Path | None 
         cache_dir: descriptor cache folder, or None.
         seed: random state of the trees.
         progress: a progress bar while descriptors are computed.
+        described: the table's descriptors when the caller already has them (:func:`describe_table`).
 
     Returns:
         (probability of the positive class for every row, descriptor names), or None without
@@ -85,7 +87,8 @@ def descriptor_scores(crystals, *, label: str = "label", cache_dir: Path | None 
         return None
     frame = crystals.frame.reset_index(drop=True).copy()
     names = [d for d in DEFAULT_STRUCTURE if d not in CATEGORICAL]
-    described = describe_table(crystals, cache_dir=cache_dir, progress=progress)
+    if described is None:
+        described = describe_table(crystals, cache_dir=cache_dir, progress=progress)
     for name in names:
         frame[name] = described[name].to_numpy()
     names += add_formula_relative(frame)

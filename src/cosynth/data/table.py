@@ -359,8 +359,6 @@ def _structure_cell(cell: Any, column: str | None, parse: bool) -> tuple[Structu
 
 
 def _read_frame(path: Path, named: tuple[str | None, ...]) -> pd.DataFrame:
-    if io_files.table_kind(path) != "csv":
-        return io_files.read_table(path)
-    header = pd.read_csv(path, nrows=0).columns.tolist()
-    return io_files.read_table(path, text_columns=tuple(c for c in header if c in named or c in ID_COLUMNS
-                                               or c in FORMULA_COLUMNS or c in CIF_COLUMNS))
+    # read_table keeps only the names the file has; other formats carry their own types
+    text = tuple(c for c in (*named, *ID_COLUMNS, *FORMULA_COLUMNS, *CIF_COLUMNS) if c)
+    return io_files.read_table(path, text_columns=text)

@@ -213,6 +213,7 @@ class Benchmark:
 
 def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
     """Every baseline's score on every row (skipping those already stored)."""
+    from cosynth.audit.audit import describe_table
     from cosynth.audit.baselines import descriptor_scores
     from cosynth.data.table import CrystalTable
 
@@ -223,12 +224,9 @@ def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
     if not bench.has("descriptor_trees") or not bench.has("density_only"):
         t0 = time.perf_counter()
         table = CrystalTable.from_frame(f[["id", "formula", "cif", LABEL, "split"]], parse=False)
-        fitted = descriptor_scores(table, cache_dir=bench.work / "descriptors", seed=bench.config.seed,
-                                   progress=bench.progress)
-        from cosynth.audit.audit import describe_table
-
-        dens = describe_table(table, cache_dir=bench.work / "descriptors")["density"].to_numpy(float)
-        bench.store("density_only", density_scores(f, dens), 0.0)
+        described = describe_table(table, cache_dir=bench.work / "descriptors", progress=bench.progress)
+        fitted = descriptor_scores(table, seed=bench.config.seed, described=described)
+        bench.store("density_only", density_scores(f, described["density"].to_numpy(float)), 0.0)
         bench.store("descriptor_trees", fitted[0], time.perf_counter() - t0)
     for column, sign in (("e_above_hull", -1.0), ("clscore_pucgcnn", 1.0)):
         if not bench.has(column):
