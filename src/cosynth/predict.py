@@ -11,9 +11,10 @@ For each crystal of a voxel model: build its periodic tiling once, draw E rotati
 (seed, crystal id), image each rotation, run the CNN and report the mean of the sigmoid outputs
 (the likelihood), their standard deviation and whether all E labels agree at the threshold.
 
-Results do not depend on ``batch_size`` or ``workers``: rotations depend only on the seed and
-the crystal's id, and the CNN always sees the same fixed chunks of a crystal's rotations
-(oneDNN convolutions can differ by one float32 ulp between batch compositions).
+Results do not depend on ``batch_size``, ``workers``, shards or which crystals are predicted
+together: rotations depend only on the seed and the crystal's id, the CNN always sees the same
+fixed chunks of one crystal's rotations, and the graph families run one crystal per forward pass
+(oneDNN convolutions and GEMMs can differ by one float32 ulp between batch compositions).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from cosynth.models.registry import DEFAULT_MODEL, LoadedModel, load_model
 from cosynth.models.voxel_cnn.ensemble import crystal_images, image_probabilities, iter_crystal_images
 from cosynth.models.voxel_cnn.model import VoxelCNN
 
-__all__ = ["COLUMNS", "Prediction", "predict", "write_table"]
+__all__ = ["COLUMNS", "Prediction", "predict", "predict_records", "write_table"]
 
 COLUMNS = ["id", "formula", "modality", "likelihood", "std", "n_rotations", "consistent", "label", "status", "error",
            "source"]
@@ -140,7 +141,7 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
             batch_size: int = 32, progress: bool = False, resolve_disorder: str = "error",
             id_column: str | None = None, structure_column: str | None = None, formula_column: str | None = None,
             formulas: Iterable[str] | None = None, skip_ids: Iterable[str] | None = None,
-            precision: str = "auto") -> Prediction:
+            precision: str = "auto", shard: tuple[int, int] | None = None) -> Prediction:
     """Predictions of ``model`` for every crystal or formula in ``inputs``.
 
     Args:
@@ -158,27 +159,42 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
         skip_ids: crystal ids already predicted (a resumed run): they get no row.
         precision: voxel CNN arithmetic, ``auto`` (bf16 where the CPU or GPU has native bf16
             matrix units, else fp32), ``fp32`` or ``bf16``; ``xiespp`` parity runs use fp32.
+        shard: ``(i, N)``: only the crystals of shard i of N, chosen by crystal id (Slurm arrays;
+            the union of the N shards is this run without ``shard``).
 
     Returns:
         A :class:`Prediction` whose ``crystals`` table has one row per input, in input order. On
         Ctrl-C or SIGTERM it returns the rows finished so far with ``partial`` set.
     """
+    loaded = load_model(model)
+    total = count_inputs(inputs) if progress and inputs is not None and shard is None else None
+    if formulas is not None:
+        extra = pd.DataFrame({"id": list(formulas), "formula": list(formulas)})
+        inputs = [*_items(inputs), extra] if inputs is not None else [extra]
+    records = iter_crystals(inputs, resolve_disorder=resolve_disorder, id_column=id_column,
+                            structure_column=structure_column, formula_column=formula_column, shard=shard)
+    if skip_ids is not None:
+        done = set(skip_ids)
+        records = (r for r in records if r.id not in done)
+        total = None if total is None else max(total - len(done), 0)
+    return predict_records(records, loaded, ensemble=ensemble, seed=seed, sampler=sampler, rotations=rotations,
+                           threshold=threshold, per_rotation=per_rotation, workers=workers, batch_size=batch_size,
+                           progress=progress, total=total, precision=precision)
+
+
+def predict_records(records: Iterable[CrystalRecord], model, *, ensemble: int = 100, seed: int = 0,
+                    sampler: str | None = None, rotations=None, threshold: float | None = None,
+                    per_rotation: bool = False, workers: int = 1, batch_size: int = 32, progress: bool = False,
+                    total: int | None = None, precision: str = "auto") -> Prediction:
+    """Predictions for records already read (:func:`predict` reads them; ``cosynth screen``'s
+    actors get them from its parse tasks). Same options as :func:`predict`; ``total`` sizes the
+    progress bar."""
     if workers < 1 or batch_size < 1:
         raise ValueError("workers and batch_size must be at least 1")
     loaded = load_model(model)
     threshold = float(loaded.meta.get("threshold", 0.5)) if threshold is None else threshold
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], not {threshold}")
-    total = count_inputs(inputs) if progress and inputs is not None else None
-    if formulas is not None:
-        extra = pd.DataFrame({"id": list(formulas), "formula": list(formulas)})
-        inputs = [*_items(inputs), extra] if inputs is not None else [extra]
-    records = iter_crystals(inputs, resolve_disorder=resolve_disorder, id_column=id_column,
-                            structure_column=structure_column, formula_column=formula_column)
-    if skip_ids is not None:
-        done = set(skip_ids)
-        records = (r for r in records if r.id not in done)
-        total = None if total is None else max(total - len(done), 0)
     if loaded.family == "voxel_cnn":
         return _predict_voxel(records, loaded, ensemble=ensemble, seed=seed, sampler=sampler, rotations=rotations,
                               threshold=threshold, per_rotation=per_rotation, workers=workers,
@@ -331,7 +347,9 @@ def _graph_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: flo
         n = len(usable)
         batch_rows = BimodalRows([r["id"] for r, _, _ in usable], [r["formula"] for r, _, _ in usable],
                                  [c for _, c, _ in usable], graphs, np.zeros(n, dtype=np.float32), has, has.copy())
-        result = predict_rows(loaded.network, batch_rows, loaded.target_scale)
+        # one crystal per forward pass: a batch's other crystals change float rounding (GEMM blocking), and a
+        # crystal's numbers must not depend on which crystals share its shard, worker or chunk (~7 ms each)
+        result = predict_rows(loaded.network, batch_rows, loaded.target_scale, batch_size=1)
         values = result["prediction"].reshape(n, -1)[:, 0]
         if loaded.task == "classification" and "calibration" in loaded.meta:  # Platt scaling fixed on validation
             values = loaded.meta["calibration"]["a"] * values + loaded.meta["calibration"]["b"]

@@ -38,6 +38,9 @@ def predict(
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --output and predict only the rest."),
     precision: str = typer.Option("auto", help="Voxel CNN arithmetic: auto (bf16 where the hardware has native bf16 "
                                                "matrix units), fp32 or bf16."),
+    shard: Optional[str] = typer.Option(
+        None, help="i/N: predict only shard i (0-based) of N, chosen by crystal id (e.g. a Slurm array task); the "
+                   "N shards together are one unsharded run."),
 ) -> None:
     """Predictions per crystal or formula with any cosynth model; the `modality` column says what each row used.
 
@@ -48,6 +51,7 @@ def predict(
     import pandas as pd
 
     from cosynth.io.files import atomic_write_json, read_table, write_table
+    from cosynth.io.shards import parse_shard
     from cosynth.predict import predict as run_predict
 
     if precision not in ("auto", "fp32", "bf16"):
@@ -58,6 +62,10 @@ def predict(
         fail(f"--threshold must be within [0, 1], not {threshold}")
     if workers < 1 or batch_size < 1 or ensemble < 1:
         fail("--workers, --batch-size and --ensemble must be at least 1")
+    try:
+        shard_part = parse_shard(shard) if shard is not None else None
+    except ValueError as err:
+        fail(f"--shard: {err}")
     check_output(out)
     check_output(per_rotation, "--per-rotation")
     formulas = [f.strip() for f in formula.split(",") if f.strip()] if formula else None
@@ -74,7 +82,7 @@ def predict(
                                  structure_column=structure_column, formula_column=formula_column, formulas=formulas,
                                  resolve_disorder="majority" if majority else "error",
                                  skip_ids=None if previous is None else previous["id"].astype(str).tolist(),
-                                 precision=precision)
+                                 precision=precision, shard=shard_part)
         except (FileNotFoundError, ValueError) as err:
             fail(str(err))
     crystals = result.crystals
@@ -83,18 +91,22 @@ def predict(
         crystals = pd.concat([previous, crystals], ignore_index=True) if len(crystals) else previous
     show(crystals, out)
     if out is not None:
-        atomic_write_json(out.with_name(out.name + ".meta.json"), {**result.meta, "rows": len(crystals)})
+        atomic_write_json(out.with_name(out.name + ".meta.json"), {**result.meta, "rows": len(crystals), "shard": shard})
     if per_rotation is not None and result.rotations is not None:
         write_table(result.rotations, per_rotation)
     if result.partial:
         where = f"; re-run with --resume -o {out} to continue" if out is not None else ""
         typer.echo(f"interrupted: partial output, {len(crystals)} rows{where}", err=True)
         raise typer.Exit(code=130)
-    _report_problems(crystals, inputs or [])
+    _report_problems(crystals, inputs or [], sharded=shard is not None)
 
 
-def _report_problems(crystals, inputs: list[str]) -> None:
-    """Counts of rows that failed on stderr; exit status 1 when nothing was predicted or a path is missing."""
+def _report_problems(crystals, inputs: list[str], sharded: bool = False) -> None:
+    """Counts of rows that failed on stderr; exit status 1 when nothing was predicted or a path is missing
+    (an empty shard is fine: small inputs leave some of N shards empty)."""
+    if sharded and crystals.empty:
+        typer.echo("this shard holds no crystal of the inputs", err=True)
+        return
     status = crystals["status"].astype(str)
     n_err = int((status != "ok").sum())
     if n_err:

@@ -27,6 +27,7 @@ from pymatgen.core import IStructure, Structure
 from pymatgen.core.structure import IMolecule
 
 from cosynth.io.errors import ParseProblem, describe_error, detail, diagnose_cif
+from cosynth.io.shards import shard_of
 from cosynth.io.validate import MAX_ATOMS, CrystalValidationError, validate_structure
 
 __all__ = ["CrystalRecord", "count_inputs", "iter_crystals", "read_crystals", "to_structure"]
@@ -85,6 +86,7 @@ class _Raw:
     extra: dict = field(default_factory=dict)
     formula_only: bool = False
     cif: str | None = None
+    shard_key: str | None = None  # the id its shard is chosen by, when not ``id`` (every crystal of one file)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -99,6 +101,7 @@ def iter_crystals(
     resolve_disorder: str = "error",
     validate: bool = True,
     recursive: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[CrystalRecord]:
     """Yield one record per crystal, lazily and in input order.
 
@@ -121,13 +124,18 @@ def iter_crystals(
             majority species.
         validate: run :func:`cosynth.io.validate.validate_structure` on each structure.
         recursive: search folders' subfolders too (False: the top level only).
+        shard: ``(i, N)`` yields only the crystals of shard i of N (:func:`cosynth.io.shards.shard_of`
+            of the id; all crystals of a multi-structure file go with the file's id). Files and
+            table cells of other shards are not parsed. The N shards together are one unsharded run.
 
     Returns:
         An iterator of :class:`CrystalRecord`, one per crystal, in input order.
     """
     if resolve_disorder not in RESOLVE_MODES:
         raise ValueError(f"resolve_disorder must be one of {RESOLVE_MODES}, got {resolve_disorder!r}")
-    opts = _Options(id_column, structure_column, formula_column, recursive)
+    if shard is not None and (shard[1] < 1 or not 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be (i, N) with 0 <= i < N, got {shard!r}")
+    opts = _Options(id_column, structure_column, formula_column, recursive, shard)
     return _iter(inputs, opts, resolve_disorder, validate)
 
 
@@ -192,13 +200,19 @@ class _Options:
     structure_column: str | None
     formula_column: str | None = None
     recursive: bool = True
+    shard: tuple[int, int] | None = None
+
+    def wants(self, key: str) -> bool:
+        """The crystal (or file) with id ``key`` belongs to the requested shard."""
+        return self.shard is None or shard_of(key, self.shard[1]) == self.shard[0]
 
 
 def _iter(inputs: Any, opts: _Options, resolve_disorder: str, validate: bool) -> Iterator[CrystalRecord]:
     used: set[str] = set()
     for k, item in enumerate(_as_items(inputs)):
         for raw in _expand(item, k, opts):
-            yield _finish(raw, used, resolve_disorder, validate)
+            if opts.wants(raw.shard_key or raw.id):
+                yield _finish(raw, used, resolve_disorder, validate)
 
 
 def _as_items(inputs: Any) -> Iterable[Any]:
@@ -337,10 +351,8 @@ def _expand_folder(folder: Path, opts: _Options) -> Iterator[_Raw]:
         where = " or its subfolders" if opts.recursive else ""
         yield _Raw(folder.name or str(folder), str(folder), error=f"folder {folder}{where} holds no crystal files")
     for rel, path in files:
-        for raw in _read_file(path, opts):
-            if len(rel.parts) > 1:  # sub/NaCl, sub/two_blocks#1: ids stay unique and say where the file is
-                raw.id = rel.parent.as_posix() + "/" + raw.id
-            yield raw
+        # sub/NaCl, sub/two_blocks#1: ids stay unique and say where the file is
+        yield from _read_file(path, opts, rel.parent.as_posix() + "/" if len(rel.parts) > 1 else "")
 
 
 def _folder_files(folder: Path, recursive: bool) -> list[tuple[Path, Path]]:
@@ -431,15 +443,18 @@ def _kind(path: Path) -> str:
     return "ase"
 
 
-def _read_file(path: Path, opts: _Options) -> Iterator[_Raw]:
+def _read_file(path: Path, opts: _Options, prefix: str = "") -> Iterator[_Raw]:
+    """The crystals of one file; ids are ``prefix`` + the file's stem (+ ``#k`` for several)."""
+    stem, source = prefix + _stem(path), str(path)
     if _is_broken_link(path):
-        yield _broken_link(path)
+        yield _rename(_broken_link(path), stem, source)
         return
     kind = _kind(path)
     if kind in _TABLE_KINDS:
         yield from _read_table_file(path, kind, opts)
         return
-    stem, source = _stem(path), str(path)
+    if not opts.wants(stem):
+        return
     try:
         entries = _load_entries(path, kind)
     except Exception as exc:
@@ -451,7 +466,9 @@ def _read_file(path: Path, opts: _Options) -> Iterator[_Raw]:
         yield _rename(entries[0], stem, source)
     else:
         for k, entry in enumerate(entries):
-            yield _rename(entry, f"{stem}#{k}", f"{source}#{k}")
+            raw = _rename(entry, f"{stem}#{k}", f"{source}#{k}")
+            raw.shard_key = stem
+            yield raw
 
 
 def _rename(raw: _Raw, rid: str, source: str) -> _Raw:
@@ -768,6 +785,8 @@ def _table_rows(table: pd.DataFrame, stem: str, source: str, base: Path, opts: _
     extras = table[kept].to_dict("records") if kept else [{} for _ in range(n)]
     for i, (cell, rid, err, formula, extra) in enumerate(zip(cells, ids, errors, formulas, extras, strict=True)):
         row_id = _cell_text(rid) or f"{stem}:{i}"
+        if not opts.wants(row_id):
+            continue
         row_source = f"{source}:row {i}"
         if isinstance(err, str):
             raw = _Raw(row_id, row_source, error=err)
