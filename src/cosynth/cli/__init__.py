@@ -18,7 +18,7 @@ app.add_typer(train_app, name="train")
 reproduce_app = typer.Typer(no_args_is_help=True, help="Reproduce the source papers' studies end to end.")
 app.add_typer(reproduce_app, name="reproduce")
 
-MODULES = ("predict", "models", "train", "data", "trust", "cosnet", "experiments", "benchmark")
+MODULES = ("predict", "screen", "models", "train", "data", "trust", "cosnet", "experiments", "benchmark")
 for _name in MODULES:
     importlib.import_module(f"cosynth.cli.{_name}").register(app, train_app, reproduce_app)
 

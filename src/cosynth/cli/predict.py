@@ -54,12 +54,7 @@ def predict(
     from cosynth.io.shards import parse_shard
     from cosynth.predict import predict as run_predict
 
-    if precision not in ("auto", "fp32", "bf16"):
-        fail(f"--precision must be auto, fp32 or bf16, not {precision!r}")
-    if sampler not in (None, *SAMPLERS):
-        fail(f"--sampler must be haar, sobol or xiespp, not {sampler!r}")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        fail(f"--threshold must be within [0, 1], not {threshold}")
+    check_prediction_options(precision, sampler, threshold)
     if workers < 1 or batch_size < 1 or ensemble < 1:
         fail("--workers, --batch-size and --ensemble must be at least 1")
     try:
@@ -99,6 +94,16 @@ def predict(
         typer.echo(f"interrupted: partial output, {len(crystals)} rows{where}", err=True)
         raise typer.Exit(code=130)
     _report_problems(crystals, inputs or [], sharded=shard is not None)
+
+
+def check_prediction_options(precision: str, sampler: Optional[str], threshold: Optional[float]) -> None:
+    """The checks `predict` and `screen` share, before any work."""
+    if precision not in ("auto", "fp32", "bf16"):
+        fail(f"--precision must be auto, fp32 or bf16, not {precision!r}")
+    if sampler not in (None, *SAMPLERS):
+        fail(f"--sampler must be haar, sobol or xiespp, not {sampler!r}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        fail(f"--threshold must be within [0, 1], not {threshold}")
 
 
 def _report_problems(crystals, inputs: list[str], sharded: bool = False) -> None:

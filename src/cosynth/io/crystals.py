@@ -30,7 +30,8 @@ from cosynth.io.errors import ParseProblem, describe_error, detail, diagnose_cif
 from cosynth.io.shards import shard_of
 from cosynth.io.validate import MAX_ATOMS, CrystalValidationError, validate_structure
 
-__all__ = ["CrystalRecord", "count_inputs", "iter_crystals", "read_crystals", "to_structure"]
+__all__ = ["CrystalRecord", "TableRows", "count_inputs", "iter_crystals", "read_crystals", "table_chunks",
+           "table_row_ids", "to_structure"]
 
 STRUCTURE_COLUMNS = ("cif", "structure", "path", "file")
 ID_COLUMNS = ("id", "material_id", "mp_id", "name")
@@ -87,6 +88,17 @@ class _Raw:
     formula_only: bool = False
     cif: str | None = None
     shard_key: str | None = None  # the id its shard is chosen by, when not ``id`` (every crystal of one file)
+
+
+@dataclass
+class TableRows:
+    """Some rows of a table file, read as those rows of the file: the same ids, sources and
+    relative structure paths as reading the whole file gives them. ``cosynth screen`` hands each
+    task its share of a big table this way."""
+
+    frame: pd.DataFrame  # the rows
+    path: str  # the table file they were read from
+    numbers: list[int]  # their 0-based row numbers in that file
 
 
 # ----------------------------------------------------------------------------- public API
@@ -217,7 +229,7 @@ def _iter(inputs: Any, opts: _Options, resolve_disorder: str, validate: bool) ->
 
 def _as_items(inputs: Any) -> Iterable[Any]:
     """A single input is wrapped; Structures, Atoms and DataFrames are iterable but are one item."""
-    if isinstance(inputs, (str, os.PathLike, IStructure, IMolecule, Atoms, pd.DataFrame, dict)):
+    if isinstance(inputs, (str, os.PathLike, IStructure, IMolecule, Atoms, pd.DataFrame, dict, TableRows)):
         return [inputs]
     try:
         return iter(inputs)
@@ -275,6 +287,9 @@ def _expand(item: Any, k: int, opts: _Options) -> Iterator[_Raw]:
         yield from _expand_path(os.fspath(item), opts)
     elif isinstance(item, pd.DataFrame):
         yield from _table_rows(item, f"table_{k}", f"<DataFrame #{k}>", Path.cwd(), opts)
+    elif isinstance(item, TableRows):
+        path = Path(item.path)
+        yield from _table_rows(item.frame, _stem(path), item.path, path.parent, opts, item.numbers)
     elif isinstance(item, (IStructure, Atoms, dict, IMolecule)):
         kind = type(item).__name__
         rid = _object_id(item) or f"structure_{k}"
@@ -764,10 +779,9 @@ def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], w
     return next((c for c in candidates if c in columns), None)
 
 
-def _table_rows(table: pd.DataFrame, stem: str, source: str, base: Path, opts: _Options) -> Iterator[_Raw]:
-    """One crystal per row; the structure and id columns are chosen once per table."""
+def _table_columns(table: pd.DataFrame, source: str, opts: _Options) -> tuple[str | None, str | None, str | None]:
+    """The (structure, formula, id) columns of a table: the ones asked for, else the first known name."""
     columns = [str(c) for c in table.columns if str(c) != "__error__"]
-    table = table.rename(columns=str)
     scol = _pick(columns, opts.structure_column, STRUCTURE_COLUMNS, "structure", source)
     fcol = _pick(columns, opts.formula_column, FORMULA_COLUMNS, "formula", source)
     if scol is None and fcol is None:
@@ -775,15 +789,57 @@ def _table_rows(table: pd.DataFrame, stem: str, source: str, base: Path, opts: _
             f"table {source} has no structure column (looked for {list(STRUCTURE_COLUMNS)}) and no formula column "
             f"(looked for {list(FORMULA_COLUMNS)}); its columns are {columns}; pass structure_column=..."
         )
-    icol = _pick(columns, opts.id_column, ID_COLUMNS, "id", source)
+    return scol, fcol, _pick(columns, opts.id_column, ID_COLUMNS, "id", source)
+
+
+def table_row_ids(table: pd.DataFrame, path: str, numbers: Iterable[int], *, id_column: str | None = None,
+                  structure_column: str | None = None, formula_column: str | None = None) -> list[str]:
+    """The ids :func:`iter_crystals` gives rows ``numbers`` of the table file ``path`` (before
+    duplicates get a ``~2`` suffix), without parsing a structure; a usage error raises ValueError."""
+    opts = _Options(id_column, structure_column, formula_column)
+    _, _, icol = _table_columns(table.rename(columns=str), path, opts)
+    ids = table[icol].tolist() if icol else [None] * len(table)
+    stem = _stem(Path(path))
+    return [_cell_text(rid) or f"{stem}:{i}" for rid, i in zip(ids, numbers, strict=True)]
+
+
+def table_chunks(path: str | os.PathLike, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(first row number, frame) of consecutive chunks of at most ``rows`` rows of a CSV or Parquet
+    table, read as :func:`iter_crystals` reads it (CSV cells as text, "NaN" a formula), so memory
+    stays bounded for tables of millions of crystals; JSON lines tables come whole. Raises what
+    the reader raises for a table that cannot be read."""
+    path = Path(path)
+    kind = _kind(path)
+    if kind == "csv":
+        chunks = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str, chunksize=rows)
+    elif kind == "parquet":
+        import pyarrow.parquet as pq
+
+        chunks = (batch.to_pandas() for batch in pq.ParquetFile(path).iter_batches(batch_size=rows))
+    else:
+        chunks = iter([_load_table(path, kind)])
+    start = 0
+    for frame in chunks:
+        yield start, frame.reset_index(drop=True)
+        start += len(frame)
+
+
+def _table_rows(table: pd.DataFrame, stem: str, source: str, base: Path, opts: _Options,
+                numbers: list[int] | None = None) -> Iterator[_Raw]:
+    """One crystal per row; the structure and id columns are chosen once per table. ``numbers``:
+    the rows' numbers in the file they came from (default 0, 1, …)."""
+    columns = [str(c) for c in table.columns if str(c) != "__error__"]
+    table = table.rename(columns=str)
+    scol, fcol, icol = _table_columns(table, source, opts)
     n = len(table)
+    numbers = range(n) if numbers is None else numbers
     cells = table[scol].tolist() if scol else [None] * n
     formulas = [_cell_text(f) for f in table[fcol].tolist()] if fcol else [None] * n
     ids = table[icol].tolist() if icol else [None] * n
     errors = table["__error__"].tolist() if "__error__" in table.columns else [None] * n
     kept = [c for c in columns if c not in (scol, icol, fcol)]
     extras = table[kept].to_dict("records") if kept else [{} for _ in range(n)]
-    for i, (cell, rid, err, formula, extra) in enumerate(zip(cells, ids, errors, formulas, extras, strict=True)):
+    for i, cell, rid, err, formula, extra in zip(numbers, cells, ids, errors, formulas, extras, strict=True):
         row_id = _cell_text(rid) or f"{stem}:{i}"
         if not opts.wants(row_id):
             continue

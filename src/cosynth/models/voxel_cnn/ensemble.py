@@ -66,7 +66,7 @@ def image_probabilities(model: VoxelCNN, images: list[SparseImage], chunk: int =
     with torch.inference_mode():
         for start in range(0, len(images), chunk):
             batch = SparseBatch.from_images(images[start : start + chunk])
-            out.append(torch.sigmoid(model(batch)).numpy().astype(np.float64))
+            out.append(torch.sigmoid(model(batch)).float().cpu().numpy().astype(np.float64))
     return np.concatenate(out) if out else np.zeros(0)
 
 

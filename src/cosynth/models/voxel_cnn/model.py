@@ -177,8 +177,8 @@ class VoxelCNN(ConfiguredModule):
     def forward(self, batch: SparseBatch | torch.Tensor) -> torch.Tensor:
         if isinstance(batch, torch.Tensor):
             return self.forward_dense(batch)
-        if self.path == "dense" or batch.values.device.type != "cpu":
-            return self.forward_dense(batch.dense().to(self.conv1.weight.device))
+        if self.path == "dense" or batch.values.device.type != "cpu" or self.conv1.weight.device.type != "cpu":
+            return self.forward_dense(batch.dense().to(self.conv1.weight.device))  # the sparse kernel is CPU code
         return self.forward_sparse(batch)
 
 
