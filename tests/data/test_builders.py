@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from cosynth.data.builders import build_mixed_source, build_single_source
-from cosynth.data.table import read_table
+from cosynth.data.table import normalize_formula, read_table
 
 pytestmark = pytest.mark.slow
 FORMULAS = ["SiO2", "TiO2", "ZnS", "GaN", "SiC", "CdS"]
@@ -41,6 +41,19 @@ def test_single_source_table_and_card(data_root, tmp_path, cache_env):
     assert "structure_source × label" in (tmp_path / "single.card.md").read_text()
     again = build_single_source(data_root, None, formulas=FORMULAS, seed=0)
     pd.testing.assert_frame_equal(table.frame, again.frame)
+
+
+def test_single_source_uses_both_folders_cpul_first_and_the_literature_variant(data_root, cache_env):
+    from cosynth.data.builders import literature_compositions
+
+    top = literature_compositions(data_root, 30)
+    assert len(top) == len(set(top)) and top[0] == normalize_formula(top[0])
+    table = build_single_source(data_root, None, literature_top=30, seed=0)
+    frame = table.frame
+    assert set(frame["formula"]) <= set(top) and (frame.groupby("formula")["label"].nunique() == 2).all()
+    assert frame["label_source"].iloc[0] in {"cpul", "pucgcnn", "syncotrain"}
+    assert (frame["label_source"] == "cpul").mean() > 0.5  # the 2022 list labels most rows
+    assert {"mp_synth_structures", "mp_extra_structures"} == set(frame["folder"])
 
 
 def test_single_source_balanced_within_each_origin(data_root, cache_env):

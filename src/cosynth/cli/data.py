@@ -110,19 +110,23 @@ def build_single_source_cmd(
     formula: Optional[List[str]] = typer.Option(None, "--formula", help="Restrict to these formulas (repeat or comma-separate)."),
     formula_file: Optional[Path] = typer.Option(None, "--formula-file", exists=True, dir_okay=False),
     structure_source: Optional[List[str]] = typer.Option(None, "--structure-source", help="Keep only these origins."),
+    literature_top: Optional[int] = typer.Option(
+        None, "--literature-top", min=1, help="Keep the N compositions most mentioned in the literature (108: the "
+                                              "paper-like variant)."),
     balance: bool = typer.Option(False, "--balance", help="Downsample the larger class (per origin with --stratify-source)."),
     stratify_source: bool = typer.Option(False, "--stratify-source", help="Stratify split (and --balance) by label × structure_source."),
     group_by_formula: bool = typer.Option(False, "--group-by-formula", help="Keep all polymorphs of a formula in one split."),
     split: str = typer.Option("60/20/20", help="Train/val/test percentages."),
     seed: int = typer.Option(0),
 ) -> None:
-    """MP polymorphs of formulas with both ICSD-tagged and theoretical entries."""
+    """MP polymorphs (both MP folders; CPUL labels first) of formulas with ICSD-tagged and theoretical entries."""
     from cosynth.data.builders import build_single_source
 
     try:
         table = build_single_source(root, out, formulas=_formulas(formula, formula_file),
-                                    structure_sources=structure_source, balance=balance,
-                                    stratify_source=stratify_source, fractions=_fractions(split), seed=seed,
+                                    structure_sources=structure_source, literature_top=literature_top,
+                                    balance=balance, stratify_source=stratify_source, fractions=_fractions(split),
+                                    seed=seed,
                                     group_by_formula=group_by_formula)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))

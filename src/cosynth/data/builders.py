@@ -30,15 +30,29 @@ from cosynth.data.cards import (
     write_card,
 )
 from cosynth.data.generate import GeneratorConfig, covalent_volume, generate_negatives, reference_volumes
-from cosynth.data.loaders import MP_TABLE, default_data_root, mp_labelled
+from cosynth.data.loaders import (
+    CPUL_TABLE,
+    EXTRA_TABLE,
+    LABEL_LISTS,
+    MP_TABLE,
+    default_data_root,
+    mp_labelled,
+    mp_structures_labelled,
+)
 from cosynth.data.splits import assign_splits
 from cosynth.data.table import CrystalTable
 
-__all__ = ["build_single_source", "build_mixed_source", "validated_subset", "top_formulas"]
+__all__ = ["build_single_source", "build_mixed_source", "literature_compositions", "validated_subset",
+           "top_formulas"]
+
+LITERATURE_TABLE = "mp_extra_structures/xiespp_literature_compositions.csv"
 
 LABEL_MEANING = "1 = synthesizable (experimentally reported), 0 = not (theoretical / generated)"
 MP_SOURCE_TEXT = (f"shared/data/{MP_TABLE}: Materials Project structures (CC BY 4.0) with ICSD/theoretical "
                   "labels — PU-CGCNN ICSD/virtual lists (label_icsd_pucgcnn), else SynCoTrain oxide labels")
+BOTH_MP_SOURCE_TEXT = (f"shared/data/{MP_TABLE} and shared/data/{EXTRA_TABLE}: Materials Project structures "
+                       f"(CC BY 4.0); labels from shared/data/{CPUL_TABLE} (CPUL, 2022), else PU-CGCNN, else "
+                       "SynCoTrain")
 
 
 def validated_subset(table: CrystalTable) -> tuple[CrystalTable, pd.DataFrame]:
@@ -70,6 +84,17 @@ def top_formulas(frame: pd.DataFrame, n: int) -> list[str]:
     return [f for f, _ in order[:n]]
 
 
+def literature_compositions(data_root=None, top: int = 108) -> list[str]:
+    """The ``top`` compositions most mentioned in the literature (the XIE-SPP authors' ranking; its
+    top 108 are very likely the bias-study paper's "108 most-studied compositions"), reduced."""
+    from cosynth.data.table import normalize_formula
+    from cosynth.io.files import read_table
+
+    root = Path(data_root) if data_root is not None else default_data_root()
+    ranked = read_table(root / LITERATURE_TABLE, dtype={"composition": str}).sort_values("rank")
+    return list(dict.fromkeys(normalize_formula(c) for c in ranked["composition"].head(top)))
+
+
 def _rng(seed: int, tag: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(tag.encode())])
 
@@ -81,7 +106,13 @@ def _strata(frame: pd.DataFrame, by_source: bool, min_count: int = 5) -> np.ndar
         return label.to_numpy()
     joint = label + "|" + frame["structure_source"].astype(str)
     small = joint.map(joint.value_counts()) < min_count
-    return np.where(small, label, joint)
+    strata = pd.Series(np.where(small, label, joint), index=frame.index)
+    for value in label[small].unique():  # too few leftovers of a label to split: they join its largest stratum
+        leftovers = strata == value
+        others = strata[(label == value) & ~leftovers]
+        if leftovers.sum() < min_count and len(others):
+            strata[leftovers] = others.value_counts().idxmax()
+    return strata.to_numpy()
 
 
 def _split_column(frame, fractions, seed, group_by_formula, by_source=False) -> np.ndarray:
@@ -127,17 +158,21 @@ def _order(frame: pd.DataFrame) -> pd.DataFrame:
 
 # ---- single-source -------------------------------------------------------------------------
 def build_single_source(data_root=None, out=None, *, formulas=None, structure_sources=None,
-                        balance: bool = False, stratify_source: bool = False, fractions=(60, 20, 20),
-                        seed: int = 0, group_by_formula: bool = False) -> CrystalTable:
+                        literature_top: int | None = None, balance: bool = False, stratify_source: bool = False,
+                        fractions=(60, 20, 20), seed: int = 0, group_by_formula: bool = False) -> CrystalTable:
     """MP polymorphs of formulas with both labels; see the module doc.
 
-    Rows whose structure fails :func:`cosynth.io.validate_structure` are dropped (and listed in the table's
-    errors). The split is stratified by label.
+    Structures come from both MP folders of the shared data and labels from the first list that
+    has the MP id: CPUL, PU-CGCNN, SynCoTrain (:func:`cosynth.data.loaders.mp_structures_labelled`).
+    Rows whose structure fails :func:`cosynth.io.validate_structure` are dropped (and listed in the
+    table's errors). The split is stratified by label.
 
     Args:
         data_root: the shared data folder (default: :func:`default_data_root`).
         out: write the table and its card here; None writes nothing.
         formulas, structure_sources: restrict the rows first.
+        literature_top: keep only the N compositions most mentioned in the literature (108: the
+            paper-like variant, :func:`literature_compositions`).
         balance: downsample the larger class to the smaller (within each structure_source when
             ``stratify_source``).
         stratify_source: also stratify the split by label × structure_source.
@@ -148,10 +183,14 @@ def build_single_source(data_root=None, out=None, *, formulas=None, structure_so
         The built CrystalTable.
     """
     root = Path(data_root) if data_root is not None else default_data_root()
-    mp = mp_labelled(root, parse=False)
+    labelled = mp_structures_labelled(root)
+    labelled["structure_source"] = labelled["origin"]
+    mp = CrystalTable.from_frame(labelled, id_column="material_id", formula_column="reduced_formula",
+                                 cif_column="cif", parse=False)
     frame = mp.frame
-    filters = ["rows with a label (PU-CGCNN ICSD tag, else SynCoTrain)"]
-    mask = frame["label"].notna().to_numpy().copy()
+    filters = [f"MP structures of both folders with a label ({' > '.join(LABEL_LISTS)}: the first list that has "
+               "the id)"]
+    mask = np.ones(len(frame), dtype=bool)
     if structure_sources:
         mask &= frame["structure_source"].isin(list(structure_sources)).to_numpy()
         filters.append(f"structure_source in {sorted(structure_sources)}")
@@ -161,6 +200,10 @@ def build_single_source(data_root=None, out=None, *, formulas=None, structure_so
         wanted = {normalize_formula(f) for f in formulas}
         mask &= frame["formula"].isin(wanted).to_numpy()
         filters.append(f"formula in a list of {len(wanted)}")
+    if literature_top:
+        top = literature_compositions(root, literature_top)
+        mask &= frame["formula"].isin(set(top)).to_numpy()
+        filters.append(f"formula among the {literature_top} compositions most mentioned in the literature")
     table = mp.subset(mask)
     table, invalid = validated_subset(table)
     filters.append(f"structure passes cosynth.io.validate_structure (ordered, atoms ≥ 0.68 Å apart): "
@@ -179,13 +222,14 @@ def build_single_source(data_root=None, out=None, *, formulas=None, structure_so
     built = CrystalTable(_order(frame), invalid, table._cache)
     card = {
         "title": "single-source synthesizability (MP ICSD vs theoretical polymorphs)",
-        "command": "cosynth data build single-source",
+        "command": "cosynth data build single-source" + (f" --literature-top {literature_top}" if literature_top else ""),
         "seed": seed,
         "summary": ("Offline analogue of the paper's single-source set (1,068 pos / 930 neg from MP v2022.10.28): "
                     "Materials Project structures of formulas with both ICSD-tagged and theoretical polymorphs."),
         "label_meaning": LABEL_MEANING,
         "source_meaning": "'materials_project' for every row; the structure's origin subset is in structure_source",
-        "sources": [MP_SOURCE_TEXT],
+        "sources": [BOTH_MP_SOURCE_TEXT],
+        "label_sources": {k: int(v) for k, v in frame["label_source"].value_counts().items()},
         "filters": filters,
         "split": {"fractions": list(fractions), "group_by_formula": group_by_formula,
                   "stratified_by": "label × structure_source" if stratify_source else "label"},
@@ -193,7 +237,8 @@ def build_single_source(data_root=None, out=None, *, formulas=None, structure_so
         "notes": ["structure_source mixes MP subsets with different label base rates (see confounds): a model can "
                   "score above chance from the origin alone; compare its AUC with source_only_auc, or rebuild "
                   "with --stratify-source --balance.",
-                  "Not the paper's 108 compositions nor MP v2022.10.28; labels are an MP snapshot (~2019-2023)."],
+                  "Not MP v2022.10.28 itself: structures are the offline subsets of MP; CPUL labels are a "
+                  "snapshot close to it, PU-CGCNN and SynCoTrain fill ids CPUL lacks (label_sources)."],
     }
     return _finish(built, out, card)
 

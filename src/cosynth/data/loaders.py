@@ -21,7 +21,13 @@ from cosynth.config import MP_TABLE, data_root
 from cosynth.data.table import CrystalTable
 from cosynth.io.files import read_table
 
-__all__ = ["SHARED_DATASETS", "load", "load_shared", "load_cgcnn", "mp_labelled", "default_data_root"]
+__all__ = ["SHARED_DATASETS", "load", "load_shared", "load_cgcnn", "mp_labelled", "mp_structures_labelled",
+           "default_data_root"]
+
+EXTRA_TABLE = "mp_extra_structures/mp_structures_extra.csv.gz"
+CPUL_TABLE = "mp_extra_structures/mp_icsd_labels_cpul.csv.gz"
+#: label lists in the order they are trusted: CPUL (2022, close to MP v2022.10.28), PU-CGCNN, SynCoTrain
+LABEL_LISTS = {"cpul": "label_icsd_cpul", "pucgcnn": "label_icsd_pucgcnn", "syncotrain": "label_synth_syncotrain"}
 
 
 
@@ -49,6 +55,47 @@ def _tar_cifs(path: Path) -> dict[str, str]:
 
 
 # ---- one function per shared dataset -----------------------------------------------------------
+def first_label(frame: pd.DataFrame, columns: dict[str, str]) -> tuple[pd.Series, pd.Series]:
+    """(label, name of the list it came from), first non-empty of ``columns`` (name → column)."""
+    label = pd.Series(np.nan, index=frame.index)
+    source = pd.Series(None, index=frame.index, dtype=object)
+    for name, column in columns.items():
+        values = pd.to_numeric(frame[column], errors="coerce") if column in frame else None
+        if values is None:
+            continue
+        take = label.isna() & values.notna()
+        label[take] = values[take]
+        source[take] = name
+    return label, source
+
+
+def mp_structures_labelled(root=None) -> pd.DataFrame:
+    """Every labelled MP structure of ``mp_synth_structures`` and ``mp_extra_structures``.
+
+    An MP id in both folders is kept once, from the first. Each row's ``label`` (1 = ICSD-tagged)
+    comes from the first list of :data:`LABEL_LISTS` that has the id; ``label_source`` says which.
+    ``origin`` names the subset a structure came from (``structure_source`` of the first folder,
+    ``source`` of the second) and ``folder`` the folder.
+
+    Returns:
+        The two tables' columns plus ``origin``, ``folder``, ``label`` (int), ``label_source``;
+        rows without a label or CIF are dropped.
+    """
+    root = data_root(root)
+    cpul = read_table(root / CPUL_TABLE).drop_duplicates("material_id").set_index("material_id")["label_icsd_cpul"]
+    base = read_table(root / MP_TABLE, dtype={"reduced_formula": str})
+    base["label_icsd_cpul"] = base["material_id"].map(cpul)
+    base = base.assign(origin=base["structure_source"], folder="mp_synth_structures")
+    extra = read_table(root / EXTRA_TABLE, dtype={"reduced_formula": str})
+    extra["label_icsd_cpul"] = extra["label_icsd_cpul"].fillna(extra["material_id"].map(cpul))
+    extra = extra.assign(origin=extra["source"], folder="mp_extra_structures", clscore_pucgcnn=np.nan)
+    frame = pd.concat([base, extra], ignore_index=True).drop_duplicates("material_id", keep="first")
+    frame["label"], frame["label_source"] = first_label(frame, LABEL_LISTS)
+    frame = frame.dropna(subset=["label", "cif"]).reset_index(drop=True)
+    frame["label"] = frame["label"].astype(int)
+    return frame
+
+
 def mp_labelled(root: Path, parse: bool = True) -> CrystalTable:
     """MP structures with a ``label`` column: PU-CGCNN ICSD tag, else the SynCoTrain label
     (1 = experimentally reported, 0 = theoretical; empty where neither list has the id), and

@@ -20,30 +20,15 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from cosynth.config import MP_TABLE, data_root
+from cosynth.config import data_root
+from cosynth.data.loaders import mp_structures_labelled
 from cosynth.io.files import read_table
 
-__all__ = ["EXTRA_TABLE", "benchmark_table", "composition_rows", "leakage_checks", "split_fingerprint"]
+__all__ = ["benchmark_table", "composition_rows", "leakage_checks", "split_fingerprint"]
 
-EXTRA_TABLE = "mp_extra_structures/mp_structures_extra.csv.gz"
-CPUL_TABLE = "mp_extra_structures/mp_icsd_labels_cpul.csv.gz"
 PUCGCNN_LISTS = {"mp_synth_labels/pucgcnn_MP_icsd_CLscore.csv.gz": 1,
                  "mp_synth_labels/pucgcnn_MP_virtual_CLscore.csv.gz": 0}
 KEPT = ["id", "formula", "cif", "origin", "folder", "label", "label_source", "e_above_hull", "clscore_pucgcnn"]
-
-
-def _first_label(frame: pd.DataFrame, columns: dict[str, str]) -> tuple[pd.Series, pd.Series]:
-    """(label, name of the list it came from), first non-empty of ``columns`` (name → column)."""
-    label = pd.Series(np.nan, index=frame.index)
-    source = pd.Series(None, index=frame.index, dtype=object)
-    for name, column in columns.items():
-        values = pd.to_numeric(frame[column], errors="coerce") if column in frame else None
-        if values is None:
-            continue
-        take = label.isna() & values.notna()
-        label[take] = values[take]
-        source[take] = name
-    return label, source
 
 
 def benchmark_table(root=None, *, seed: int = 0) -> pd.DataFrame:
@@ -58,20 +43,7 @@ def benchmark_table(root=None, *, seed: int = 0) -> pd.DataFrame:
         ICSD-tagged), ``label_source`` (cpul, pucgcnn or syncotrain), ``e_above_hull``,
         ``clscore_pucgcnn`` (where known) and ``split`` (train/val/test).
     """
-    root = data_root(root)
-    cpul = read_table(root / CPUL_TABLE).drop_duplicates("material_id").set_index("material_id")["label_icsd_cpul"]
-    base = read_table(root / MP_TABLE, dtype={"reduced_formula": str})
-    base["label_icsd_cpul"] = base["material_id"].map(cpul)
-    base = base.assign(origin=base["structure_source"], folder="mp_synth_structures")
-    extra = read_table(root / EXTRA_TABLE, dtype={"reduced_formula": str})
-    extra["label_icsd_cpul"] = extra["label_icsd_cpul"].fillna(extra["material_id"].map(cpul))
-    extra = extra.assign(origin=extra["source"], folder="mp_extra_structures", clscore_pucgcnn=np.nan)
-    frame = pd.concat([base, extra], ignore_index=True).drop_duplicates("material_id", keep="first")
-    frame["label"], frame["label_source"] = _first_label(frame, {"cpul": "label_icsd_cpul",
-                                                                 "pucgcnn": "label_icsd_pucgcnn",
-                                                                 "syncotrain": "label_synth_syncotrain"})
-    frame = frame.dropna(subset=["label", "cif"]).rename(columns={"material_id": "id", "reduced_formula": "formula"})
-    frame["label"] = frame["label"].astype(int)
+    frame = mp_structures_labelled(root).rename(columns={"material_id": "id", "reduced_formula": "formula"})
     frame = frame[KEPT].sort_values("id").reset_index(drop=True)
     frame["split"] = grouped_split(frame, seed=seed)
     return frame

@@ -112,7 +112,7 @@ def screen(inputs: Iterable[str] | str, out, options: ScreenOptions, *, shards: 
     except ImportError as err:  # pragma: no cover - exercised only without ray
         raise ImportError("cosynth screen needs Ray: pip install 'cosynth[ray]'") from err
 
-    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(i) for i in inputs]
+    inputs = [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(i) for i in inputs]
     if not inputs:
         raise ValueError("screen needs at least one input")
     if shards < 1 or batch_size < 1 or cpus_per_actor <= 0 or gpus_per_actor < 0:
@@ -143,11 +143,20 @@ def read_screen(out) -> pd.DataFrame:
 
 
 def _fingerprint(inputs: list[str], options: ScreenOptions, shards: int) -> str:
-    model = options.model
-    if Path(model).is_file():  # a model file: its bytes, not its name
-        model = hashlib.blake2b(Path(model).read_bytes(), digest_size=16).hexdigest()
-    text = json.dumps({"inputs": [os.path.abspath(i) if os.path.exists(i) else i for i in inputs],
-                       "options": {**asdict(options), "model": model}, "shards": shards}, sort_keys=True)
+    """What decides a screen's rows: the model file's bytes, the inputs (files with their size and
+    modification time), the options and the shard count."""
+    from cosynth.models.registry import resolve_model_path
+
+    model = hashlib.blake2b(resolve_model_path(options.model).read_bytes(), digest_size=16).hexdigest()
+
+    def stamp(item: str):
+        if not os.path.isfile(item):
+            return os.path.abspath(item) if os.path.exists(item) else item
+        info = os.stat(item)
+        return [os.path.abspath(item), info.st_size, info.st_mtime_ns]
+
+    text = json.dumps({"inputs": [stamp(i) for i in inputs], "options": {**asdict(options), "model": model},
+                       "shards": shards}, sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
