@@ -272,7 +272,7 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
             shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr"))
             print(f"[{run.path.name}] epoch {row['epoch']} {shown} ({row['seconds']}s)", flush=True)
 
-    parallel = trainer_parallelism(config.devices, config.strategy, find_unused_parameters=False)
+    parallel = trainer_parallelism(config.devices, config.strategy, find_unused_parameters=config.model == "cosnet")
     trainer = L.Trainer(**parallel, max_epochs=config.epochs, deterministic=True, logger=False,
                         callbacks=[*run_checkpoints(run.path, monitor), epoch_history(run.history_path, [shuffle], show)],
                         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
