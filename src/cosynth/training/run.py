@@ -96,8 +96,11 @@ class RunDirectory:
         """
         fresh = not resume or not self.resumable()
         if write:
+            # metrics.json goes in any case: under the config written next, an old one would tell the
+            # other processes (which start later and check finished()) that this run is already done
+            self.metrics_path.unlink(missing_ok=True)
             if fresh:
-                for stale in (self.last_checkpoint, self.best_checkpoint, self.history_path, self.metrics_path):
+                for stale in (self.last_checkpoint, self.best_checkpoint, self.history_path):
                     stale.unlink(missing_ok=True)
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.path / "config.json", self.config)
