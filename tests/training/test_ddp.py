@@ -5,7 +5,8 @@ in a second process) on the same data and seed with ``--devices 1`` and ``--devi
 
 Tolerances, measured on these tables (2 cores, one torch thread per process):
 
-- voxel CNN (Adam, no BatchNorm), 12 crystals, 1 epoch: max |Δ weight| ≈ 6e-8; asserted ≤ 1e-6.
+- voxel CNN (Adam, no BatchNorm), 12 crystals with uneven loss weights, 1 epoch: max |Δ weight|
+  ≈ 6e-8; asserted ≤ 1e-6.
 - Roost / de-CGCNN / COSNet (Adamax, BatchNorm synced over the processes), 32 rows, 2 epochs at
   lr 1e-3: the validation and test predictions agree to within 3.2e-6 of the target's standard
   deviation (measured: Roost 9e-8, de-CGCNN 3.2e-6, COSNet 1.6e-6); asserted ≤ 1e-4 of it. The weights are not compared one by one: a bias or
@@ -136,6 +137,7 @@ def test_two_processes_match_one_bimodal(family, bimodal_table, tmp_path):
     assert list(one.id) == list(two.id)
     scale = float(pd.read_csv(bimodal_table)["target"].std())
     worst = float(np.abs(one.prediction - two.prediction).max()) / scale
+    print(f"{family}: 1 vs 2 processes, max |Δ prediction| = {worst:.2e} × std(target)")  # shown by pytest -s
     assert worst <= BIMODAL_PREDICTION_TOLERANCE, f"{family}: max |Δ prediction| = {worst:.2e} × std(target)"
     hist_one, hist_two = (pd.read_csv(p / "seed0" / "history.csv") for p in (tmp_path / "one", tmp_path / "two"))
     assert list(hist_two.epoch) == [0, 1]  # rank 0 alone wrote the history, once per epoch
@@ -154,16 +156,19 @@ def test_an_interrupted_two_process_run_resumes(bimodal_table, tmp_path):
 
 
 def test_two_processes_match_one_voxel(mp_sample, tmp_path):
+    """Also with uneven loss weights: each process's loss is scaled by the global weight sum."""
     table = tmp_path / "voxel.csv"
-    mp_sample(6, 4, nrows=400).to_csv(table, index=False)  # 12 small crystals
+    frame = mp_sample(6, 4, nrows=400)  # 12 small crystals
+    frame.assign(w=np.linspace(0.2, 3.0, len(frame))).to_csv(table, index=False)
     states = []
     for devices in (1, 2):
         out = tmp_path / f"devices{devices}"
         cli("train", "voxel", str(table), "--label", "label", "--id-column", "material_id", "-o", str(out),
-            "--epochs", "1", "--batch-size", "4", "--split", "50/25/25", "--precision", "fp32",
+            "--epochs", "1", "--batch-size", "4", "--split", "50/25/25", "--precision", "fp32", "--weight-column", "w",
             cache=tmp_path / "cache", devices=devices)
         states.append(torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"])
     one, two = states
     assert one.keys() == two.keys()
     worst = max(float((one[k] - two[k]).abs().max()) for k in one if one[k].is_floating_point())
+    print(f"voxel: 1 vs 2 processes, max |Δ weight| = {worst:.2e}")  # shown by pytest -s
     assert worst <= VOXEL_WEIGHT_TOLERANCE, f"max |Δ weight| = {worst:.2e}"
