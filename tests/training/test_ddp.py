@@ -5,8 +5,9 @@ in a second process) on the same data and seed with ``--devices 1`` and ``--devi
 
 Tolerances, measured on these tables (2 cores, one torch thread per process):
 
-- voxel CNN (Adam, no BatchNorm), 12 crystals with uneven loss weights, 1 epoch: max |Δ weight|
-  ≈ 6e-8; asserted ≤ 1e-6.
+- voxel CNN (Adam, no BatchNorm), 12 crystals with uneven loss weights, batch 4, 1 epoch: max
+  |Δ weight| = 3.2e-7 (6e-8 without weights, or over 3 epochs with both runs in subprocesses);
+  asserted ≤ 2e-6.
 - Roost / de-CGCNN / COSNet (Adamax, BatchNorm synced over the processes), 32 rows, 2 epochs at
   lr 1e-3: the validation and test predictions agree to within 3.2e-6 of the target's standard
   deviation (measured: Roost 9e-8, de-CGCNN 3.2e-6, COSNet 1.6e-6); asserted ≤ 1e-4 of it. The weights are not compared one by one: a bias or
@@ -32,7 +33,7 @@ from pymatgen.core import Element, Lattice, Structure
 
 from cosynth.training.parallel import ShardedBatches, check_parallel, unpad, weighted_mean_loss
 
-VOXEL_WEIGHT_TOLERANCE = 1e-6
+VOXEL_WEIGHT_TOLERANCE = 2e-6
 BIMODAL_PREDICTION_TOLERANCE = 1e-4  # × the standard deviation of the target
 
 PAIRS = [(a, b) for a in ("Li", "Na", "K", "Rb", "Cs") for b in ("F", "Cl", "Br", "I")] + \
