@@ -44,9 +44,11 @@ def trainer_parallelism(devices: int, strategy: str, *, find_unused_parameters: 
 
     One device is a plain single-process run whatever the strategy. More devices start DDP
     processes (Lightning re-runs the command line in each) joined by gloo; the trainers' own
-    :class:`ShardedBatches` replace Lightning's sampler, and :class:`SafeSyncBatchNorm` its
-    batch-norm sync (``sync_batchnorm=True`` would install torch's GPU-only SyncBatchNorm). ``find_unused_parameters`` is for models whose branches can sit out a batch
-    (COSNet's structure encoder on a batch without structures).
+    :class:`ShardedBatches` replace Lightning's sampler (whose wrapper deals the shuffle out
+    round-robin and pads the epoch with repeated rows), and :class:`SafeSyncBatchNorm` its
+    batch-norm sync (``sync_batchnorm=True`` would install torch's GPU-only SyncBatchNorm).
+    ``find_unused_parameters`` is for models whose branches can sit out a batch (COSNet's
+    structure encoder on a batch without structures).
     """
     check_parallel(devices, strategy)
     if devices == 1:
