@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from cosynth.cli.common import fail
+from cosynth.cli.train import DEVICES_HELP, STRATEGY_HELP
 
 
 def _splits(data: Optional[Path], dataset: Optional[str], table: Optional[Path], split_column: str,
@@ -46,8 +47,10 @@ def _splits(data: Optional[Path], dataset: Optional[str], table: Optional[Path],
 
 def _train(family: str, **kw) -> None:
     from cosynth.training.bimodal import FitConfig, fit_seeds
+    from cosynth.training.parallel import check_parallel
 
     try:
+        check_parallel(kw["devices"], kw["strategy"])  # before any data is read
         splits = _splits(kw.pop("data"), kw.pop("dataset"), kw.pop("table"), kw.pop("split_column"),
                          kw.pop("id_column"), kw.pop("formula_column"), kw.pop("cif_column"), kw.pop("target"))
     except (ValueError, FileNotFoundError) as err:
@@ -59,6 +62,8 @@ def _train(family: str, **kw) -> None:
         df = fit_seeds(splits, out, config, seeds=range(seeds), progress=False, verbose=True)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
+    if df is None:
+        return  # an extra DDP process: rank 0 reports
     typer.echo(json.dumps(df.filter(regex="seed|test_mae_(all|with|without)|accuracy|auc|best_epoch").to_dict(orient="records"),
                           indent=2))
 
@@ -86,13 +91,15 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
             vector_weight: bool = typer.Option(False, "--vector-weight/--scalar-weight"),
             threads: Optional[int] = typer.Option(None, help="torch threads."),
             max_minutes: Optional[float] = typer.Option(None, help="Stop after this wall time per run (resume later)."),
+            devices: int = typer.Option(1, help=DEVICES_HELP),
+            strategy: str = typer.Option("auto", help=STRATEGY_HELP),
         ) -> None:
             _train(family, table=table, dataset=dataset, data=data, out=out, target=target, id_column=id_column,
                    formula_column=formula_column, cif_column=cif_column, split_column=split_column,
                    mode=mode if with_mode else "composition" if family == "roost" else "bimodal", task=task,
                    epochs=epochs, seeds=seeds, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay,
                    batch_size=batch_size, embedding=embedding, concat=concat, scalar_weight=not vector_weight,
-                   threads=threads, max_minutes=max_minutes)
+                   threads=threads, max_minutes=max_minutes, devices=devices, strategy=strategy)
 
         command.__doc__ = help_text
         return command

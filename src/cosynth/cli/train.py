@@ -10,6 +10,10 @@ import typer
 
 from cosynth.cli.common import fail
 
+DEVICES_HELP = ("CPU processes to train on (Lightning DDP, gloo); --batch-size stays the global batch, "
+                "so the weights match a 1-process run up to rounding.")
+STRATEGY_HELP = "auto (one process for --devices 1, DDP otherwise) or ddp."
+
 
 def train_voxel_cmd(
     table: Path = typer.Argument(..., exists=True, dir_okay=False, help="Table with a structure column (CIF text or path) and a 0/1 label."),
@@ -30,9 +34,12 @@ def train_voxel_cmd(
     precision: str = typer.Option("auto", help="auto (bf16 where the hardware has native bf16 matrix units), fp32 or bf16."),
     split_column: Optional[str] = typer.Option(
         None, help="Use the table's train/val/test column (e.g. `split` from `cosynth data build`) instead of --split."),
+    devices: int = typer.Option(1, help=DEVICES_HELP),
+    strategy: str = typer.Option("auto", help=STRATEGY_HELP),
 ) -> None:
     """Train the voxel CNN with a fresh random rotation per crystal per epoch."""
     from cosynth.evaluate.evaluate import test_run
+    from cosynth.training.parallel import check_parallel
     from cosynth.training.voxel import TrainConfig, train_voxel
 
     try:
@@ -43,11 +50,13 @@ def train_voxel_cmd(
     config = TrainConfig(label=label, split=fractions, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
                          sampler=sampler, max_minutes=max_minutes, id_column=id_column,
                          structure_column=structure_column, weight_column=weight_column,
-                         split_column=split_column, precision=precision)
+                         split_column=split_column, precision=precision, devices=devices, strategy=strategy)
     if precision not in ("auto", "fp32", "bf16"):
         fail(f"--precision must be auto, fp32 or bf16, not {precision!r}")
     try:
-        train_voxel(table, out, config, resume=resume)
+        check_parallel(devices, strategy)
+        if train_voxel(table, out, config, resume=resume) is None:
+            return  # an extra DDP process: rank 0 tests and reports
         metrics = test_run(out, table)
     except ValueError as err:
         fail(str(err))

@@ -10,7 +10,10 @@ ignored), ``history.csv``, ``checkpoints/{best,last}.ckpt``, ``model.pt`` (self-
 file alone rebuilds the model), ``predictions.csv`` (validation and test rows),
 ``representations.npz`` (C and volume per atom) and ``metrics.json``. Everything random is keyed on
 the seed (initialisation) and on (seed, epoch) (shuffling), so re-running a killed run resumes
-from ``last.ckpt`` and ends with the same weights as an uninterrupted run.
+from ``last.ckpt`` and ends with the same weights as an uninterrupted run. The modal-availability
+augmentation is deterministic (structure-less copies, no random masking), so several processes
+(``devices``, see :mod:`.parallel`) train on the same global batches as one and agree with it up
+to floating-point summation order.
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ from cosynth.models.bimodal_data import (
 from cosynth.models.registry import model_class, save_model
 from cosynth.represent.composition import DEFAULT_EMBEDDING
 from cosynth.represent.graph import GraphCache
+from cosynth.training.parallel import (
+    ShardedBatches,
+    check_parallel,
+    main_process,
+    trainer_parallelism,
+    unpad,
+    weighted_mean_loss,
+)
 from cosynth.training.run import EpochShuffle, RunDirectory, epoch_history, quiet_lightning, run_checkpoints
 
 FAMILIES = ("roost", "cgcnn", "cosnet")
@@ -63,6 +74,8 @@ class FitConfig:
     structure_fraction_splits: str = "train"  # "train" or "all": where structure_fraction applies
     max_minutes: float | None = None
     threads: int | None = None
+    devices: int = 1  # processes (Lightning DDP on CPU, gloo); batch_size stays the global batch
+    strategy: str = "auto"
     extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
@@ -74,6 +87,7 @@ class FitConfig:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
         if not 0.0 <= self.structure_fraction <= 1.0:
             raise ValueError("structure_fraction must be within [0, 1]")
+        check_parallel(self.devices, self.strategy)
 
 
 # ---- model construction and self-describing files ---------------------------------------------
@@ -128,8 +142,24 @@ def prepare(splits: dict[str, pd.DataFrame], config: FitConfig, cache: GraphCach
     return raw, seen, problems
 
 
-def _loader(ds: BimodalDataset, batch_size: int, sampler=None) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=ds.collate)
+def _loader(ds: BimodalDataset, batch_size: int) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=ds.collate)
+
+
+def _train_loader(ds: BimodalDataset, batches: ShardedBatches) -> DataLoader:
+    """Training batches; zero-weight copies from :class:`ShardedBatches` get weight 0."""
+
+    def collate(indices):
+        rows, pad = unpad(indices)
+        batch = ds.collate(rows)
+        if any(pad):
+            weight = torch.ones(batch.n, 1) if batch.weight is None else batch.weight.clone()
+            weight[torch.tensor(pad)] = 0.0
+            batch.weight = weight
+            batch.real = 1.0 - weight.new_tensor(pad).unsqueeze(1)  # read by the training step
+        return batch
+
+    return DataLoader(ds, batch_sampler=batches, collate_fn=collate)
 
 
 # ---- Lightning ----------------------------------------------------------------------------------
@@ -149,15 +179,22 @@ def _lightning():
             w = batch.weight if stage == "train" else None  # validation stays unweighted
             if self.hparams.task == "classification":
                 per_row = torch.nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none")
-                loss = per_row.mean() if w is None else (per_row * w).sum() / (w.sum() * per_row.shape[1])
-                metric = ((out > 0).float() == y).float().mean()
-                self.log(f"{stage}_acc", metric, on_step=False, on_epoch=True, batch_size=batch.n)
+                name, per_metric = f"{stage}_acc", ((out > 0).float() == y).float()
             else:
                 per_row = (out - y) ** 2
-                loss = per_row.mean() if w is None else (per_row * w).sum() / (w.sum() * per_row.shape[1])
-                mae = (out - y).abs().mean() * self.hparams.scale
-                self.log(f"{stage}_mae", mae, on_step=False, on_epoch=True, batch_size=batch.n)
-            self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=batch.n)
+                name, per_metric = f"{stage}_mae", (out - y).abs() * self.hparams.scale
+            if stage != "train":  # validation is not sharded (see cosynth.training.parallel)
+                self.log(name, per_metric.mean(), on_step=False, on_epoch=True, batch_size=batch.n)
+                loss = per_row.mean()
+                self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=batch.n)
+                return loss
+            # the (weighted) mean over the global batch; zero-weight copies count in neither part
+            real = getattr(batch, "real", None)
+            real = torch.ones_like(per_row) if real is None else real.expand_as(per_row)
+            loss, shown, (n, metric) = weighted_mean_loss(per_row, w, real.sum(), (per_metric * real).sum())
+            n_rows = max(int(n) // per_row.shape[1], 1)
+            self.log(name, metric / n.clamp_min(1), on_step=False, on_epoch=True, batch_size=n_rows)
+            self.log(f"{stage}_loss", shown, on_step=False, on_epoch=True, batch_size=n_rows)
             return loss
 
         def training_step(self, batch, _):
@@ -190,7 +227,8 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
         progress, verbose: a progress bar; one line per epoch.
 
     Returns:
-        The test metrics, or ``{"finished": False, "epochs_run": n}`` when ``max_minutes`` stopped it.
+        The test metrics, or ``{"finished": False, "epochs_run": n}`` when ``max_minutes`` stopped it;
+        None in the extra processes of a multi-process run (only rank 0 writes and reports).
     """
     config.check()
     run = RunDirectory(run_dir, asdict(config), defaults=asdict(FitConfig()))
@@ -200,10 +238,12 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
         torch.set_num_threads(config.threads)
     torch.set_flush_denormal(True)  # weight decay drives weights towards denormals, which are slow on CPU
     L, BimodalModule = _lightning()
-    ckpt = run.start(resume)
-    raw, seen, problems = prepare(splits, config, cache=cache, progress=progress)
-    write_table(problems, run.path / "problems.csv")
-    if verbose and len(problems):
+    main = main_process()
+    ckpt = run.start(resume, write=main)
+    raw, seen, problems = prepare(splits, config, cache=cache, progress=progress and main)
+    if main:
+        write_table(problems, run.path / "problems.csv")
+    if verbose and main and len(problems):
         counts = problems.groupby(["action", "error"]).size().sort_values(ascending=False)
         lines = [f"  {n} {action}: {error}" for (action, error), n in counts.head(5).items()]
         more = f"\n  … and {len(counts) - 5} other reasons" if len(counts) > 5 else ""
@@ -228,17 +268,23 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
     monitor = "val_mae" if config.task == "regression" else "val_loss"
 
     def show(row: dict) -> None:
-        if verbose:
+        if verbose:  # rank 0 only (see epoch_history)
             shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr"))
             print(f"[{run.path.name}] epoch {row['epoch']} {shown} ({row['seconds']}s)", flush=True)
 
-    trainer = L.Trainer(max_epochs=config.epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
+    parallel = trainer_parallelism(config.devices, config.strategy, find_unused_parameters=config.model == "cosnet")
+    trainer = L.Trainer(**parallel, max_epochs=config.epochs, deterministic=True, logger=False,
                         callbacks=[*run_checkpoints(run.path, monitor), epoch_history(run.history_path, [shuffle], show)],
                         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
                         max_time=None if config.max_minutes is None else {"minutes": config.max_minutes},
                         default_root_dir=run.path)
     t0 = time.perf_counter()
-    trainer.fit(module, _loader(train_ds, config.batch_size, shuffle), _loader(val_ds, 512), ckpt_path=ckpt)
+    # rows with and without a structure are dealt out separately, so every process runs COSNet's
+    # structure branch whenever one does (see ShardedBatches)
+    batches = ShardedBatches(shuffle, config.batch_size, kinds=seen["train"].present)
+    trainer.fit(module, _train_loader(train_ds, batches), _loader(val_ds, 512), ckpt_path=ckpt)
+    if not trainer.is_global_zero:
+        return None
     hist = run.history()
     if len(hist) < config.epochs:  # stopped by max_minutes: resumable, not finished
         return {"finished": False, "epochs_run": int(len(hist))}
@@ -321,11 +367,14 @@ def finalize(run: RunDirectory, config: FitConfig, splits, raw, seen, scale: flo
 
 
 def fit_seeds(splits, out_dir, config: FitConfig, seeds=(0, 1, 2, 3, 4), **kwargs) -> pd.DataFrame:
-    """``fit`` once per seed into ``out_dir/seed<k>``; finished seeds are read, not re-run."""
+    """``fit`` once per seed into ``out_dir/seed<k>``; finished seeds are read, not re-run.
+
+    None in the extra processes of a multi-process run (every process runs every seed's fit).
+    """
     from dataclasses import replace
 
     rows = []
     for seed in seeds:
         metrics = fit(splits, Path(out_dir) / f"seed{seed}", replace(config, seed=seed), **kwargs)
-        rows.append({"seed": seed, **metrics})
-    return pd.DataFrame(rows)
+        rows.append(None if metrics is None else {"seed": seed, **metrics})
+    return None if None in rows else pd.DataFrame(rows)

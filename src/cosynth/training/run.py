@@ -4,7 +4,8 @@ A run directory holds ``config.json``, ``history.csv``, ``checkpoints/{best,last
 ``model.pt`` and ``metrics.json``. It knows when it is finished (``metrics.json`` written under
 the same config) and when it may resume: only the settings that do not change what an epoch
 computes (epochs, time limit, threads) may differ; any other change starts afresh, because the
-old checkpoints would mislead.
+old checkpoints would mislead. The number of processes is loose too: a run on several
+processes (:mod:`.parallel`) computes the same epochs as one, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch.utils.data import Sampler
 
 from cosynth.io.files import atomic_write_json, write_table
 
-LOOSE_SETTINGS = ("epochs", "max_minutes", "threads")
+LOOSE_SETTINGS = ("epochs", "max_minutes", "threads", "devices", "strategy")
 
 
 class EpochShuffle(Sampler):
@@ -87,14 +88,23 @@ class RunDirectory:
         saved = self.saved_config()
         return saved is None or all(saved.get(k) == v for k, v in self.config.items() if k not in self.loose)
 
-    def start(self, resume: bool = True) -> str | None:
-        """Prepare the folder; returns the checkpoint to resume from, or None to start afresh."""
-        if not resume or not self.resumable():
-            for stale in (self.last_checkpoint, self.best_checkpoint, self.history_path, self.metrics_path):
-                stale.unlink(missing_ok=True)
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path / "config.json", self.config)
-        return str(self.last_checkpoint) if resume and self.last_checkpoint.exists() else None
+    def start(self, resume: bool = True, write: bool = True) -> str | None:
+        """Prepare the folder; returns the checkpoint to resume from, or None to start afresh.
+
+        ``write=False`` (the extra processes of a multi-process run) only works out the answer
+        the writing process gets, so nothing races with it.
+        """
+        fresh = not resume or not self.resumable()
+        if write:
+            # metrics.json goes in any case: under the config written next, an old one would tell the
+            # other processes (which start later and check finished()) that this run is already done
+            self.metrics_path.unlink(missing_ok=True)
+            if fresh:
+                for stale in (self.last_checkpoint, self.best_checkpoint, self.history_path):
+                    stale.unlink(missing_ok=True)
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.path / "config.json", self.config)
+        return None if fresh or not self.last_checkpoint.exists() else str(self.last_checkpoint)
 
     def history(self) -> pd.DataFrame:
         return pd.read_csv(self.history_path) if self.history_path.exists() else pd.DataFrame()
@@ -119,7 +129,7 @@ def quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (r".*Checkpoint directory .* exists and is not empty.*", r".*does not have many workers.*",
-                    r".*litlogger.*", r".*LeafSpec.*", r".*The number of training batches .* is smaller.*"):
+                    r".*litlogger.*", r".*LeafSpec.*", r".*sync_dist=True.*", r".*The number of training batches .* is smaller.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 
@@ -129,6 +139,7 @@ def epoch_history(history: Path, epoch_aware: list, on_row: Callable[[dict], Non
     Each finished epoch adds a row: the epoch, every logged ``train_*``, ``val_*`` and
     ``active_*`` value, the learning rate and the epoch's seconds. A resumed run first drops the
     rows of epochs it will redo. ``on_row`` sees each row (for warnings and progress lines).
+    In a multi-process run every process tracks the epoch; only rank 0 writes and calls ``on_row``.
     """
     import lightning as L
 
@@ -140,11 +151,13 @@ def epoch_history(history: Path, epoch_aware: list, on_row: Callable[[dict], Non
             for obj in epoch_aware:
                 obj.epoch = trainer.current_epoch
             self.t0 = time.perf_counter()
-            if history.exists():
+            if trainer.is_global_zero and history.exists():
                 hist = pd.read_csv(history)
                 write_table(hist[hist.epoch < trainer.current_epoch], history)
 
         def on_train_epoch_end(self, trainer, module):
+            if not trainer.is_global_zero:
+                return
             metrics = trainer.callback_metrics
             row = {"epoch": trainer.current_epoch,
                    **{k: float(v) for k, v in metrics.items() if k.startswith(("train_", "val_", "active_"))},

@@ -4,7 +4,9 @@ Determinism and resumability come from keying every random choice on (seed, epoc
 rotation of a crystal in an epoch depends on (seed, crystal id, epoch), the shuffling of an
 epoch on (seed, epoch), and the weights' initialisation on the seed. A run killed at any point
 resumes from ``checkpoints/last.ckpt`` (written at every epoch end) and ends with the same
-weights as an uninterrupted run.
+weights as an uninterrupted run. On several processes (``devices``, see :mod:`.parallel`) each
+step's global batch is the one a single process takes, so the weights agree with a one-process
+run up to floating-point summation order.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from cosynth.io.files import read_table, write_table
 from cosynth.models.voxel_cnn.model import SparseBatch, VoxelCNN
 from cosynth.models.voxel_cnn.precision import resolve_precision
 from cosynth.represent.voxel import CrystalImager, crystal_rng, sample_rotations
+from cosynth.training.parallel import (
+    ShardedBatches,
+    check_parallel,
+    main_process,
+    trainer_parallelism,
+    unpad,
+    weighted_mean_loss,
+)
 from cosynth.training.run import EpochShuffle, RunDirectory, epoch_history, quiet_lightning, run_checkpoints
 
 VALIDATION_EPOCH_KEY = 1_000_000  # validation rotations are fixed: they use this "epoch"
@@ -51,6 +61,9 @@ class TrainConfig:
     # Arithmetic of blocks 2-3 and the head: auto = bf16 where the hardware has native bf16 matrix
     # units (AMX, CUDA), else fp32; the master weights stay fp32 either way.
     precision: str = "auto"
+    # Processes (Lightning DDP on CPU, gloo); batch_size stays the global batch.
+    devices: int = 1
+    strategy: str = "auto"
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -119,7 +132,10 @@ def _read_table(table) -> pd.DataFrame:
 
 
 class RotatedCrystals(Dataset):
-    """One image per crystal; its rotation is drawn from (seed, id, epoch)."""
+    """One image per crystal; its rotation is drawn from (seed, id, epoch), whatever the process.
+
+    A negative index (:func:`~cosynth.training.parallel.pad_index`) is a zero-weight copy.
+    """
 
     def __init__(self, ids, structures, labels, *, seed: int, sampler: str, fixed_epoch: int | None = None,
                  weights=None):
@@ -134,15 +150,16 @@ class RotatedCrystals(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i):
+        (i,), (pad,) = unpad([i])
         epoch = self.epoch if self.fixed_epoch is None else self.fixed_epoch
         angles = sample_rotations(self.sampler, 1, crystal_rng(self.seed, self.ids[i], epoch))[0]
-        return self.imagers[i].image(angles, self.sampler), self.labels[i], self.weights[i]
+        return self.imagers[i].image(angles, self.sampler), self.labels[i], 0.0 if pad else self.weights[i], not pad
 
 
 def collate(items):
-    images, labels, weights = zip(*items)
+    images, labels, weights, real = zip(*items)
     return (SparseBatch.from_images(list(images)), torch.tensor(labels, dtype=torch.float32),
-            torch.tensor(weights, dtype=torch.float32))
+            torch.tensor(weights, dtype=torch.float32), torch.tensor(real, dtype=torch.float32))
 
 
 # ---- Lightning --------------------------------------------------------------------------------
@@ -158,19 +175,24 @@ def _lightning():
             self.loss = torch.nn.BCEWithLogitsLoss()
 
         def _step(self, batch, stage: str):
-            images, y, w = batch
+            images, y, w, real = batch
             logits = self.model(images)
-            if stage == "train" and not bool(torch.all(w == 1)):
-                per_row = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
-                loss = (per_row * w).sum() / w.sum().clamp_min(1e-12)
-            else:
+            correct = ((logits > 0).float() == y).float()
+            if stage != "train":  # validation is not sharded (see cosynth.training.parallel)
                 loss = self.loss(logits, y)
-            acc = ((logits > 0).float() == y).float().mean()
-            self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
-            self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, batch_size=len(y))
-            if stage == "train":
-                for layer, share in self.model.activity.items():
-                    self.log(f"active_{layer}", share, on_step=False, on_epoch=True, batch_size=len(y))
+                self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+                self.log(f"{stage}_acc", correct.mean(), on_step=False, on_epoch=True, batch_size=len(y))
+                return loss
+            # the weighted mean over the global batch; zero-weight copies count in neither part
+            per_row = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+            activity = self.model.activity
+            loss, shown, (n, n_correct, *active) = weighted_mean_loss(
+                per_row, w, real.sum(), (correct * real).sum(), *(share * real.sum() for share in activity.values()))
+            n_rows = max(int(n), 1)
+            self.log("train_loss", shown, on_step=False, on_epoch=True, batch_size=n_rows)
+            self.log("train_acc", n_correct / n_rows, on_step=False, on_epoch=True, batch_size=n_rows)
+            for layer, total in zip(activity, active):
+                self.log(f"active_{layer}", total / n_rows, on_step=False, on_epoch=True, batch_size=n_rows)
             return loss
 
         def training_step(self, batch, _):
@@ -213,18 +235,21 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
     Returns:
         The training metrics (best epoch, epochs run, split sizes, a warning when the network
         collapsed). Test-set metrics come from :func:`cosynth.evaluate.evaluate.test_run`, which
-        uses the model file as any user would.
+        uses the model file as any user would. None in the extra processes of a multi-process
+        run (``config.devices`` > 1): only rank 0 writes files and returns metrics.
 
     Writes ``split.csv`` (id, label, split), ``skipped.csv``, ``history.csv``,
     ``checkpoints/{best,last}.ckpt``, ``model.pt`` (self-describing, best validation loss, with
     the training data's applicability domain) and ``metrics.json``.
     """
+    check_parallel(config.devices, config.strategy)
     L, VoxelClassifier = _lightning()
     table_name = "<in-memory DataFrame>" if isinstance(table, pd.DataFrame) else str(table)
     run = RunDirectory(run_dir, {**asdict(config), "table": table_name}, defaults=asdict(TrainConfig(config.label)))
     if resume and run.finished():
         return run.read_metrics()
-    ckpt = run.start(resume)
+    main = main_process()
+    ckpt = run.start(resume, write=main)
     frame = _read_table(table)
     ids, structures, labels, weights, errors, positions = _load_rows(
         frame, config.label, config.weight_column, config.id_column, config.structure_column)
@@ -237,8 +262,9 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
     split_names = np.empty(len(ids), dtype=object)
     for name, idx in parts.items():
         split_names[idx] = name
-    write_table(pd.DataFrame({"id": ids, "label": labels, "split": split_names}), run.path / "split.csv")
-    if errors:
+    if main:
+        write_table(pd.DataFrame({"id": ids, "label": labels, "split": split_names}), run.path / "split.csv")
+    if errors and main:
         write_table(pd.DataFrame({"id": list(errors), "error": list(errors.values())}), run.path / "skipped.csv")
 
     def subset(name, fixed_epoch=None):
@@ -251,7 +277,7 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_ds, val_ds = subset("train"), subset("val", VALIDATION_EPOCH_KEY)
     shuffle = EpochShuffle(len(train_ds), config.seed, salt=7)
-    train_dl = DataLoader(train_ds, batch_size=config.batch_size, sampler=shuffle, collate_fn=collate)
+    train_dl = DataLoader(train_ds, batch_sampler=ShardedBatches(shuffle, config.batch_size), collate_fn=collate)
     val_dl = DataLoader(val_ds, batch_size=config.batch_size, collate_fn=collate)
     module = VoxelClassifier(hidden_activation=config.hidden_activation, lr=config.lr,
                              precision=resolve_precision(config.precision))
@@ -263,7 +289,8 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
             warnings.warn(note, stacklevel=1)
 
     trainer = L.Trainer(
-        max_epochs=config.epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
+        **trainer_parallelism(config.devices, config.strategy), max_epochs=config.epochs, deterministic=True,
+        logger=False,
         callbacks=[*run_checkpoints(run.path, "val_loss"),
                    epoch_history(run.history_path, [train_ds, shuffle], warn_on_collapse)],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
@@ -271,6 +298,8 @@ def train_voxel(table, run_dir, config: TrainConfig, *, resume: bool = True, pro
         default_root_dir=run.path,
     )
     trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
+    if not trainer.is_global_zero:
+        return None
     return finalize_run(run, config, table_name, ids, structures, parts)
 
 
