@@ -118,3 +118,20 @@ def test_demo_runs_the_bundled_model_on_packaged_examples():
     # TlBiSe2 spans 91.6 Å and Li10GeP2S12 is disordered: error rows, not a crash
     assert "TlBiSe2" in res.output and "disordered" in res.output
     assert "ROC AUC" in res.output and "absurd" in res.output and "made" in res.output  # the three groups
+
+
+def test_baselines_command_scores_the_test_rows(tmp_path, mp_sample):
+    import json
+
+    import numpy as np
+
+    frame = mp_sample(per_class=12, max_sites=8)
+    frame["split"] = np.where(np.arange(len(frame)) % 2 == 0, "train", "test")
+    frame["e_above_hull"] = np.where(frame["label"] == 1, 0.0, 0.2) + np.arange(len(frame)) * 1e-3
+    table = tmp_path / "t.parquet"
+    frame.to_parquet(table)
+    result = CliRunner().invoke(app, ["baselines", str(table), "-o", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    rows = {r["score"]: r for r in json.loads((tmp_path / "b.json").read_text())["baselines"]}
+    assert rows["e_above_hull"]["roc_auc"] == 1.0 and rows["e_above_hull"]["test_rows"] == 12
+    assert "structure_descriptors" in rows

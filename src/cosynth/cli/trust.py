@@ -81,6 +81,31 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
     register_bias_study(reproduce_app)
 
     @app.command()
+    def baselines(
+        table: Path = typer.Argument(..., help="Crystal table with a split column (test rows: split == test)."),
+        label: str = typer.Option("label", "--label", "-l", help="Binary label column (1 = positive)."),
+        out: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the rows as JSON here."),
+    ) -> None:
+        """How much signal the labels carry without a model of ours: ROC AUC on the test rows of reference
+        scores (energy above hull, CLscore, density) and of trees on simple structure descriptors."""
+        import pandas as pd
+
+        from cosynth.audit.baselines import label_signal
+
+        if not table.exists():
+            fail(f"{table}: no such file")
+        try:
+            rows = label_signal(table, label=label)
+        except (KeyError, ValueError) as err:
+            fail(str(err))
+        typer.echo(pd.DataFrame(rows)[["score", "test_rows", "roc_auc"]].to_string(index=False))
+        if out is not None:
+            from cosynth.io.files import atomic_write_json
+
+            atomic_write_json(out, {"table": str(table), "label": label, "baselines": rows})
+            typer.echo(f"wrote {out}", err=True)
+
+    @app.command()
     def mitigate(
         table: Path = typer.Argument(..., help="Labelled crystal table."),
         label: str = typer.Option(..., "--label", "-l"),
