@@ -800,7 +800,12 @@ def table_row_ids(table: pd.DataFrame, path: str, numbers: Iterable[int], *, id_
     _, _, icol = _table_columns(table.rename(columns=str), path, opts)
     ids = table[icol].tolist() if icol else [None] * len(table)
     stem = _stem(Path(path))
-    return [_cell_text(rid) or f"{stem}:{i}" for rid, i in zip(ids, numbers, strict=True)]
+    return [_row_id(rid, stem, i) for rid, i in zip(ids, numbers, strict=True)]
+
+
+def _row_id(value: Any, stem: str, number: int) -> str:
+    """A table row's id: its id cell, else ``table-stem:row-number``."""
+    return _cell_text(value) or f"{stem}:{number}"
 
 
 def table_chunks(path: str | os.PathLike, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
@@ -840,7 +845,7 @@ def _table_rows(table: pd.DataFrame, stem: str, source: str, base: Path, opts: _
     kept = [c for c in columns if c not in (scol, icol, fcol)]
     extras = table[kept].to_dict("records") if kept else [{} for _ in range(n)]
     for i, cell, rid, err, formula, extra in zip(numbers, cells, ids, errors, formulas, extras, strict=True):
-        row_id = _cell_text(rid) or f"{stem}:{i}"
+        row_id = _row_id(rid, stem, i)
         if not opts.wants(row_id):
             continue
         row_source = f"{source}:row {i}"
