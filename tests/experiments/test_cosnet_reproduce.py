@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -61,7 +62,8 @@ def test_paper_splits_row_counts_and_structure_join(shared_path):
     bg = load_cosnet_split(root, "band_gap")
     assert {k: len(v) for k, v in bg.items()} == {"train": 3545, "val": 1167, "test": 1188}
     status = {k: v["structure_status"].value_counts().to_dict() for k, v in bg.items()}
-    assert status["train"] == {"none": 1630, "missing": 1396, "ok": 519}  # SOURCE.md: 1,915 referenced, 519 found
+    # 1,915 referenced; 519 in mp_synth_structures, 167 more from mp_extra_structures/cosnet_extra_structures
+    assert status["train"] == {"none": 1630, "missing": 1229, "ok": 686}
     ok = bg["train"][bg["train"]["structure_status"] == "ok"]
     assert ok["cif"].str.startswith("# generated using pymatgen").all() or ok["cif"].str.contains("_cell_length_a").all()
     assert set(bg["train"].columns) >= {"id", "formula", "cif", "target"}
@@ -71,3 +73,46 @@ def test_paper_splits_row_counts_and_structure_join(shared_path):
     norm = {k: set(v["formula"].str.replace(r"\s+", "", regex=True)) for k, v in li.items()}
     assert not (norm["train"] & norm["val"]) and not (norm["train"] & norm["test"]) and not (norm["val"] & norm["test"])
     assert load_cosnet_split(root, "li_conductivity")["test"]["id"].tolist() == li["test"]["id"].tolist()
+
+
+@pytest.mark.parametrize(("dataset", "covered", "referenced"),
+                         [("band_gap", 1043, 2649), ("refractive_index", 316, 685), ("rdielectric_constant", 247, 583)])
+def test_structure_coverage_counts_distinct_mp_ids(shared_path, dataset, covered, referenced):
+    """mp_extra_structures/SOURCE.md: distinct MP ids with a CIF, after adding cosnet_extra_structures."""
+    from cosynth.data.cosnet_splits import COSNET_EXTRA_TABLE, load_cosnet_split, mp_id_of
+    from cosynth.io.files import read_table
+
+    root = shared_path("data/" + COSNET_EXTRA_TABLE).parents[1]
+    splits = load_cosnet_split(root, dataset)
+    frame = pd.concat(splits.values(), ignore_index=True)
+    ids = frame["structure_ref"].map(mp_id_of)
+    assert ids.dropna().nunique() == referenced
+    assert ids[frame["structure_status"] == "ok"].nunique() == covered
+    # every split row the extra table names now carries that table's CIF
+    extra = read_table(root / COSNET_EXTRA_TABLE)
+    extra = extra[extra["dataset"] == dataset]
+    by_id = {name: df.set_index("id") for name, df in splits.items()}
+    for row in extra.head(40).itertuples():
+        got = by_id[row.split].loc[f"{dataset}-{row.row_index}"]
+        assert got["structure_status"] == "ok" and got["cif"] == row.cif
+
+
+def test_mp_learning_curve_report(shared_path, tmp_path, monkeypatch):
+    """`cosynth reproduce cosnet-mp` on a tiny pooled sample: nested training sets, report + figures."""
+    shared_path("data/mp_extra_structures/mp_structures_extra.csv.gz")
+    monkeypatch.setenv("COSYNTH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["reproduce", "cosnet-mp", "--sizes", "20,all", "--models", "cgcnn",
+                                      "--epochs", "1", "--fractions", "0,1", "--max-rows", "60",
+                                      "-o", str(out), "--runs", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["rows"] == {"train": 48, "val": 6, "test": 6}
+    curve = pd.DataFrame(report["learning_curve"])
+    assert sorted(curve["n_train"].unique()) == [20, 48] and set(curve["model"]) == {"cgcnn"}
+    assert curve["test_n"].eq(6).all()
+    assert report["power_law_fit"]["paper_mae"] == 0.039
+    assert {r["fraction"] for r in report["fraction_study"]} == {0.0, 1.0}
+    for fig in report["figures"].values():
+        assert (out / fig).stat().st_size > 1000
+    assert "CGCNN paper" in (out / "report.md").read_text()

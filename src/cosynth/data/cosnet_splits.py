@@ -4,7 +4,7 @@
 ``id``, ``formula``, ``cif`` (CIF text or None), ``target`` and the provenance of the structure
 (``structure_ref`` as written in the split file, ``structure_status``: ``ok`` — CIF found,
 ``missing`` — the split names a structure that is not available offline (ICSD codes; MP ids
-outside ``mp_synth_structures``), ``none`` — composition-only row).
+in neither ``mp_synth_structures`` nor ``mp_extra_structures``), ``none`` — composition-only row).
 
 Band gap / refractive index / dielectric constant use the paper's own files. The Li-conductivity
 table has no split in the repository; we draw a composition-disjoint 60/20/20 split with a fixed
@@ -44,11 +44,25 @@ def _read(path, **csv_options) -> pd.DataFrame:
     return read_table(path, **csv_options)
 
 
+COSNET_EXTRA_TABLE = "mp_extra_structures/cosnet_extra_structures.csv.gz"
+
+
 @lru_cache(maxsize=2)
 def mp_cifs(data_root: str) -> dict[str, str]:
-    """{MP id: CIF text} of ``mp_synth_structures``."""
-    df = _read(Path(data_root) / MP_TABLE)
-    return dict(zip(df["material_id"], df["cif"]))
+    """{MP id: CIF text} of every offline MP structure a COSNet split can name.
+
+    ``mp_synth_structures`` first, then the COSNet rows of ``mp_extra_structures`` (no id is in both;
+    an id repeated there carries the same CIF). A data folder without the extra table still works.
+    """
+    root = Path(data_root)
+    df = _read(root / MP_TABLE)
+    cifs = dict(zip(df["material_id"], df["cif"]))
+    extra = root / COSNET_EXTRA_TABLE
+    if extra.is_file():
+        ex = _read(extra, usecols=["material_id", "cif"])
+        for mp, cif in zip(ex["material_id"], ex["cif"]):
+            cifs.setdefault(mp, cif)
+    return cifs
 
 
 def mp_id_of(ref) -> str | None:
@@ -126,12 +140,44 @@ def _li_conductivity(data: Path) -> dict[str, pd.DataFrame]:
     return {k: frame.iloc[v].reset_index(drop=True) for k, v in parts.items()}
 
 
-def load_mp_property(root, target: str = "formation_energy_per_atom", source: str | None = "matminer_flla_2015",
-                     seed: int = 0, max_rows: int | None = None) -> dict[str, pd.DataFrame]:
-    """An MP property from the ``mp_synth_structures`` table, split 60/20/20 at random.
+MP_EXTRA_TABLE = "mp_extra_structures/mp_structures_extra.csv.gz"
 
-    Used for the test-MAE-versus-structure-fraction study. ``source`` keeps one MP era so that
-    targets are mutually consistent (the default is the Faber 2015 formation energies).
+
+def mp_property_rows(root, target: str, sources=("matminer_flla_2015",), extra: bool = False) -> pd.DataFrame:
+    """Offline MP structures with ``target`` (material_id, reduced_formula, cif, target, structure_source).
+
+    Args:
+        root: the shared data folder.
+        target: the property column; rows without it are dropped.
+        sources: keep rows of these ``structure_source`` values of ``mp_synth_structures``; None keeps all.
+        extra: also take ``mp_extra_structures`` rows with the property (their ``source`` column names the
+            origin; no MP id is in both tables).
+
+    Returns:
+        One row per MP id, sorted by id (the order random splits start from).
+    """
+    root = _data_root(root)
+    df = _read(root / MP_TABLE)
+    df = df[df[target].notna()]
+    if sources is not None:
+        df = df[df["structure_source"].isin(list(sources))]
+    df = df[["material_id", "reduced_formula", "cif", target, "structure_source"]]
+    if extra:
+        ex = _read(root / MP_EXTRA_TABLE, dtype={"reduced_formula": str})
+        ex = ex[ex[target].notna()].rename(columns={"source": "structure_source"})
+        df = pd.concat([df, ex[df.columns]], ignore_index=True)
+    df = df.drop_duplicates("material_id").rename(columns={target: "target"})
+    return df.sort_values("material_id").reset_index(drop=True)
+
+
+def load_mp_property(root, target: str = "formation_energy_per_atom", source: str | None = "matminer_flla_2015",
+                     seed: int = 0, max_rows: int | None = None, holdout: float = 0.2,
+                     extra: bool = False) -> dict[str, pd.DataFrame]:
+    """An MP property with a structure on every row, split at random (``1 - 2·holdout`` / holdout / holdout).
+
+    Used for the test-MAE-versus-structure-fraction study and the de-CGCNN learning curve. ``source``
+    keeps one MP era so that targets are mutually consistent (the default is the Faber 2015 formation
+    energies); None pools every era (see :func:`mp_property_rows`).
 
     Args:
         root: the shared data folder.
@@ -139,27 +185,25 @@ def load_mp_property(root, target: str = "formation_energy_per_atom", source: st
         source: keep rows of this ``structure_source`` only; None keeps all.
         seed: seed of the random split.
         max_rows: keep at most this many rows (a random subset), or None for all.
+        holdout: the share of rows in validation, and again in test.
+        extra: also take the ``mp_extra_structures`` rows with the property.
 
     Returns:
         {"train", "val", "test"} → frames with id, formula, cif, target, structure_ref and structure_status
         columns.
     """
-    df = _read(_data_root(root) / MP_TABLE)
-    df = df[df[target].notna()]
-    if source is not None:
-        df = df[df["structure_source"] == source]
-    df = df.sort_values("material_id").reset_index(drop=True)
+    df = mp_property_rows(root, target, None if source is None else (source,), extra=extra)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(df))
     if max_rows is not None:
         order = order[:max_rows]
     n = len(order)
-    cuts = [int(0.6 * n), int(0.8 * n)]
+    cuts = [int(round((1 - 2 * holdout) * n)), int(round((1 - holdout) * n))]
     parts = {"train": order[:cuts[0]], "val": order[cuts[0]:cuts[1]], "test": order[cuts[1]:]}
     out = {}
     for k, idx in parts.items():
         sub = df.iloc[np.sort(idx)]
         out[k] = pd.DataFrame({"id": sub["material_id"].to_numpy(), "formula": sub["reduced_formula"].astype(str).to_numpy(),
-                               "cif": sub["cif"].to_numpy(), "target": sub[target].astype(float).to_numpy(),
+                               "cif": sub["cif"].to_numpy(), "target": sub["target"].astype(float).to_numpy(),
                                "structure_ref": sub["material_id"].to_numpy(), "structure_status": "ok"})
     return out

@@ -172,6 +172,7 @@ def weight_table(out_dir, runs: pd.DataFrame, mode: str = "bimodal_aug") -> pd.D
 
 def run_fraction_study(out_dir, *, fractions=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), seeds=(0,), config: FitConfig,
                        data_root=None, target: str = "formation_energy_per_atom", max_rows: int | None = 1500,
+                       source: str | None = "matminer_flla_2015", holdout: float = 0.2, extra: bool = False,
                        verbose: bool = True, cache=None) -> pd.DataFrame:
     """Test MAE versus the share of rows that keep their structure (every split), bimodal + augmentation,
     on an MP property with a structure for every row (:func:`load_mp_property`).
@@ -184,6 +185,7 @@ def run_fraction_study(out_dir, *, fractions=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), see
         data_root: the shared data folder (default: the configured one).
         target: the MP property.
         max_rows: at most this many rows of the property table, or None for all.
+        source, holdout, extra: passed to :func:`load_mp_property` (one MP era by default).
         verbose: print a line per run.
         cache: passed to :func:`fit`.
 
@@ -192,7 +194,8 @@ def run_fraction_study(out_dir, *, fractions=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), see
     """
     from cosynth.data.cosnet_splits import load_mp_property
 
-    splits = load_mp_property(config_data_root(data_root), target, max_rows=max_rows)
+    splits = load_mp_property(config_data_root(data_root), target, source=source, max_rows=max_rows,
+                              holdout=holdout, extra=extra)
     rows = []
     for seed in seeds:
         for f in fractions:
@@ -207,6 +210,72 @@ def run_fraction_study(out_dir, *, fractions=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), see
                          "n_train": m.get("n_train_seen"), "n_test": m.get("test_n_all"),
                          "train_seconds": m.get("train_seconds")})
     return pd.DataFrame(rows)
+
+
+# Xie & Grossman, PRL 120, 145301 (2018), Table I: CGCNN formation-energy test MAE on 46,744 MP crystals
+# split 60/20/20, i.e. 28,046 training crystals; their Fig. 2(a) shows the MAE falling as a power law of
+# the training-set size (a straight line on log-log axes).
+CGCNN_PAPER = {"n_train": 28046, "mae": 0.039, "unit": "eV/atom", "property": "formation energy per atom",
+               "source": "Xie & Grossman, Phys. Rev. Lett. 120, 145301 (2018), Table I and Fig. 2(a)"}
+
+
+def run_learning_curve(out_dir, *, sizes=(1000, 3000, None), seeds=(0,), models=("cgcnn",), config: FitConfig,
+                       data_root=None, target: str = "formation_energy_per_atom", holdout: float = 0.1,
+                       max_rows: int | None = None, verbose: bool = True, cache=None) -> pd.DataFrame:
+    """Test MAE versus training-set size on every offline MP structure with ``target`` (all eras pooled).
+
+    Validation and test sets stay fixed; the training sets are nested (the first n rows of one seeded
+    permutation), so the curve measures data, not a different draw. This is the check of de-CGCNN
+    alone against the CGCNN paper's learning curve (:data:`CGCNN_PAPER`).
+
+    Args:
+        out_dir: the runs' parent folder (``out_dir/<model>/n<size>/seed<k>``).
+        sizes: training-set sizes; None is every training row.
+        seeds: seeds to train (initialisation and shuffling; the split is fixed).
+        models: ``cgcnn`` (structure only) and/or ``roost`` (composition only, the reference).
+        config: fit settings; model and seed are set per run.
+        data_root: the shared data folder (default: the configured one).
+        target: the MP property.
+        holdout: the share of rows in validation, and again in test.
+        max_rows: at most this many rows before the split (quick runs), or None for all.
+        verbose: print a line per run.
+        cache: passed to :func:`fit`.
+
+    Returns:
+        One row per (model, size, seed): n_train, test MAE, best epoch, train_seconds.
+    """
+    from cosynth.data.cosnet_splits import load_mp_property
+
+    splits = load_mp_property(config_data_root(data_root), target, source=None, holdout=holdout, extra=True,
+                              max_rows=max_rows)
+    order = np.random.default_rng(12345).permutation(len(splits["train"]))
+    rows = []
+    for model in models:
+        for size in sizes:
+            n = len(order) if size is None else min(int(size), len(order))
+            part = {**splits, "train": splits["train"].iloc[np.sort(order[:n])].reset_index(drop=True)}
+            for seed in seeds:
+                cfg = replace(config, model=model, mode="bimodal" if model == "cgcnn" else "composition", seed=seed)
+                m = fit(part, Path(out_dir) / model / f"n{n}" / f"seed{seed}", cfg, verbose=verbose, cache=cache)
+                if verbose:
+                    print(f"== {model} n_train {n} seed {seed}: test MAE {m.get('test_mae_all', float('nan')):.4f}",
+                          flush=True)
+                rows.append({"model": model, "n_train": n, "seed": seed, "test_mae": m.get("test_mae_all"),
+                             "val_n": len(splits["val"]), "test_n": m.get("test_n_all"),
+                             "best_epoch": m.get("best_epoch"), "train_seconds": m.get("train_seconds")})
+    return pd.DataFrame(rows)
+
+
+def power_law_fit(curve: pd.DataFrame, model: str = "cgcnn") -> dict | None:
+    """MAE = a · n^(-b) fitted on log-log axes to one model's seed means; None with fewer than 2 sizes."""
+    agg = curve[curve["model"] == model].groupby("n_train")["test_mae"].mean()
+    if len(agg) < 2:
+        return None
+    slope, intercept = np.polyfit(np.log(agg.index.to_numpy(float)), np.log(agg.to_numpy(float)), 1)
+    at = CGCNN_PAPER["n_train"]
+    return {"exponent": float(-slope), "prefactor": float(np.exp(intercept)),
+            "extrapolated_mae_at_paper_n": float(np.exp(intercept) * at ** slope), "paper_n": at,
+            "paper_mae": CGCNN_PAPER["mae"]}
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -291,17 +360,59 @@ def make_figures(fig_dir: Path, dataset: str, table: pd.DataFrame, weights: pd.D
         plt.close(fig)
         files["weights"] = "figures/composition_weights.png"
     if fraction is not None and len(fraction):
-        agg = fraction.groupby("fraction")["test_mae"].agg(["mean", "std"]).reset_index()
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.errorbar(100 * agg["fraction"], agg["mean"], yerr=agg["std"].fillna(0), marker="o", capsize=3)
-        ax.set_xlabel("rows that keep their structure (%)")
-        ax.set_ylabel("test MAE (eV/atom)")
-        ax.set_title("MP formation energy, bimodal + augmentation")
-        fig.tight_layout()
-        fig.savefig(fig_dir / "mae_vs_structure_fraction.png", dpi=130)
-        plt.close(fig)
-        files["fraction"] = "figures/mae_vs_structure_fraction.png"
+        files["fraction"] = fraction_figure(fig_dir, fraction)
     return files
+
+
+def fraction_figure(fig_dir: Path, fraction: pd.DataFrame) -> str:
+    """Test MAE versus the share of structures kept; returns the path relative to the report folder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    agg = fraction.groupby("fraction")["test_mae"].agg(["mean", "std"]).reset_index()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.errorbar(100 * agg["fraction"], agg["mean"], yerr=agg["std"].fillna(0), marker="o", capsize=3)
+    ax.set_xlabel("rows that keep their structure (%)")
+    ax.set_ylabel("test MAE (eV/atom)")
+    ax.set_title("MP formation energy, bimodal + augmentation")
+    fig.tight_layout()
+    fig.savefig(fig_dir / "mae_vs_structure_fraction.png", dpi=130)
+    plt.close(fig)
+    return "figures/mae_vs_structure_fraction.png"
+
+
+def learning_curve_figure(fig_dir: Path, curve: pd.DataFrame, fit_: dict | None) -> str:
+    """Log-log test MAE versus training-set size, with the CGCNN paper's point and our power-law fit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for model, grp in curve.groupby("model", sort=False):
+        agg = grp.groupby("n_train")["test_mae"].agg(["mean", "std"]).reset_index()
+        label = {"cgcnn": "ours: de-CGCNN (structure only)", "roost": "ours: Roost (composition only)"}.get(model, model)
+        ax.errorbar(agg["n_train"], agg["mean"], yerr=agg["std"].fillna(0), marker="o", capsize=3, label=label)
+    if fit_:
+        n = np.geomspace(curve["n_train"].min(), CGCNN_PAPER["n_train"], 50)
+        ax.plot(n, fit_["prefactor"] * n ** -fit_["exponent"], ls=":", color="C0",
+                label=f"power-law fit, exponent {fit_['exponent']:.2f}")
+    ax.scatter([CGCNN_PAPER["n_train"]], [CGCNN_PAPER["mae"]], marker="*", s=120, color="k", zorder=3,
+               label="CGCNN paper (28,046 train, MP)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training crystals")
+    ax.set_ylabel("test MAE (eV/atom)")
+    ax.set_title("MP formation energy per atom")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(fig_dir / "learning_curve.png", dpi=130)
+    plt.close(fig)
+    return "figures/learning_curve.png"
 
 
 def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=None, seeds=None, epochs=None,
@@ -483,4 +594,108 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
             lines.append(f"| {100 * row['fraction']:.0f} % | {row['mean']:.4f}"
                          + (f" ± {row['std']:.4f}" if row["count"] > 1 else "") + f" | {int(row['count'])} |")
         lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def reproduce_mp(*, out=None, runs=None, sizes=(1000, 3000, None), seeds=(0,), models=("cgcnn", "roost"),
+                 epochs: int = 40, weight_decay: float = 1e-4, fractions=(), fraction_seeds=(0,),
+                 max_rows: int | None = None, data_root=None, verbose: bool = True) -> dict:
+    """The MP formation-energy studies: the de-CGCNN learning curve against the CGCNN paper, and (when
+    ``fractions`` is given) test MAE versus structure fraction on the same pooled rows, which all have a
+    structure. Writes ``out/report.md``, ``out/report.json`` and ``out/figures/*.png``.
+
+    Args:
+        out: the report folder (default ``reports/cosnet/mp_formation_energy``).
+        runs: the runs' folder (default ``runs/cosnet/mp_formation_energy_pooled``; finished runs are reused).
+        sizes: training-set sizes of the learning curve; None is every training row.
+        seeds: seeds per size.
+        models: ``cgcnn`` and/or ``roost``.
+        epochs, weight_decay: training settings (Adamax, lr 1e-2, decay 0.96, batch 128 otherwise).
+        fractions: shares of structures kept for the fraction study (empty: no fraction study).
+        fraction_seeds: seeds of the fraction study.
+        max_rows: at most this many rows before the split (quick runs), or None for all.
+        data_root: the shared data folder (default: the configured one).
+        verbose: print a line per run.
+
+    Returns:
+        The report's JSON dict.
+    """
+    import sys
+
+    from cosynth.data.cosnet_splits import load_mp_property, mp_property_rows
+
+    t0 = time.perf_counter()
+    out = Path(out or "reports/cosnet/mp_formation_energy")
+    runs = Path(runs or "runs/cosnet/mp_formation_energy_pooled")
+    config = FitConfig(epochs=epochs, weight_decay=weight_decay, threads=1)
+    holdout = 0.1
+    splits = load_mp_property(config_data_root(data_root), source=None, holdout=holdout, extra=True,
+                              max_rows=max_rows)
+    eras = mp_property_rows(config_data_root(data_root), "formation_energy_per_atom", None, extra=True)
+    curve = run_learning_curve(runs / "learning_curve", sizes=sizes, seeds=seeds, models=models, config=config,
+                               data_root=data_root, holdout=holdout, max_rows=max_rows, verbose=verbose)
+    fit_ = power_law_fit(curve)
+    fraction = None
+    if fractions:
+        fraction = run_fraction_study(runs / "fraction", fractions=fractions, seeds=fraction_seeds, config=config,
+                                      data_root=data_root, max_rows=max_rows, source=None, holdout=holdout, extra=True,
+                                      verbose=verbose)
+    files = {"learning_curve": learning_curve_figure(out / "figures", curve, fit_)}
+    if fraction is not None:
+        files["fraction"] = fraction_figure(out / "figures", fraction)
+    result = {
+        "command": "cosynth " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else "cosynth reproduce cosnet-mp",
+        "config": asdict(config), "rows": {k: len(v) for k, v in splits.items()}, "holdout": holdout,
+        "rows_by_source": eras["structure_source"].value_counts().to_dict(), "max_rows": max_rows,
+        "learning_curve": curve.to_dict(orient="records"), "power_law_fit": fit_, "cgcnn_paper": CGCNN_PAPER,
+        "fraction_study": None if fraction is None else fraction.to_dict(orient="records"),
+        "train_seconds_total": round(float(curve["train_seconds"].fillna(0).sum())
+                                     + (0.0 if fraction is None else float(fraction["train_seconds"].fillna(0).sum())), 1),
+        "wall_seconds_this_command": round(time.perf_counter() - t0, 1), "figures": files,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "report.md").write_text(render_mp_markdown(result, curve, fraction))
+    return result
+
+
+def render_mp_markdown(r: dict, curve: pd.DataFrame, fraction: pd.DataFrame | None) -> str:
+    """The Markdown of :func:`reproduce_mp`."""
+    paper, cfg = r["cgcnn_paper"], r["config"]
+    rows = r["rows"]
+    lines = ["# MP formation energy: de-CGCNN learning curve and structure-fraction study", "",
+             f"Command: `{r['command']}`  ",
+             "Data: every offline MP structure with a formation energy (`mp_synth_structures`, all eras, plus "
+             "`mp_extra_structures`), one row per MP id ("
+             + ", ".join(f"{k} {v}" for k, v in r["rows_by_source"].items())
+             + f"), split at random (seed 0): {rows['train']} train / {rows['val']} validation / {rows['test']} test. Training sets are nested subsets of the training "
+             "split; validation and test never change.  ",
+             f"Training: {cfg['epochs']} epochs (best validation epoch kept), Adamax lr {cfg['lr']}, weight decay "
+             f"{cfg['weight_decay']}, decay {cfg['lr_decay']}, batch {cfg['batch_size']}, one CPU thread. Summed "
+             f"training time {r['train_seconds_total'] / 60:.1f} min.", "",
+             "## Learning curve (test MAE, eV/atom)", "",
+             "| model | training crystals | test MAE | seeds | best epoch | train time (s) |", "|---|---|---|---|---|---|"]
+    for (model, n), grp in curve.groupby(["model", "n_train"], sort=False):
+        vals = grp["test_mae"].to_numpy(float)
+        mae = f"{vals.mean():.4f}" + (f" ± {vals.std():.4f}" if len(vals) > 1 else "")
+        lines.append(f"| {model} | {n} | {mae} | {len(vals)} | {', '.join(str(int(e)) for e in grp['best_epoch'])} | "
+                     f"{grp['train_seconds'].sum():.0f} |")
+    lines += ["", f"CGCNN paper: {paper['mae']} eV/atom with {paper['n_train']:,} training crystals "
+              f"({paper['source']}); the paper's Fig. 2(a) shows the error falling as a power law of the "
+              "training-set size."]
+    fit_ = r["power_law_fit"]
+    if fit_:
+        lines += [f"Our de-CGCNN points follow MAE ≈ {fit_['prefactor']:.3g} · n^(−{fit_['exponent']:.2f}); "
+                  f"extrapolated to the paper's {fit_['paper_n']:,} training crystals this gives "
+                  f"{fit_['extrapolated_mae_at_paper_n']:.3f} eV/atom (paper {fit_['paper_mae']})."]
+    lines += ["", f"![learning curve]({r['figures']['learning_curve']})", ""]
+    if fraction is not None and len(fraction):
+        agg = fraction.groupby("fraction")["test_mae"].agg(["mean", "std", "count"]).reset_index()
+        lines += ["## Test MAE versus structure fraction (same rows, bimodal + augmentation)", "",
+                  "Every split keeps the given share of its structures (seeded).", "",
+                  "| structures kept | test MAE (eV/atom) | seeds |", "|---|---|---|"]
+        for _, row in agg.iterrows():
+            lines.append(f"| {100 * row['fraction']:.0f} % | {row['mean']:.4f}"
+                         + (f" ± {row['std']:.4f}" if row["count"] > 1 else "") + f" | {int(row['count'])} |")
+        lines += ["", f"![fraction]({r['figures']['fraction']})", ""]
     return "\n".join(lines) + "\n"
