@@ -79,15 +79,12 @@ def test_paper_splits_row_counts_and_structure_join(shared_path):
                          [("band_gap", 1043, 2649), ("refractive_index", 316, 685), ("rdielectric_constant", 247, 583)])
 def test_structure_coverage_counts_distinct_mp_ids(shared_path, dataset, covered, referenced):
     """mp_extra_structures/SOURCE.md: distinct MP ids with a CIF, after adding cosnet_extra_structures."""
-    from cosynth.data.cosnet_splits import COSNET_EXTRA_TABLE, load_cosnet_split, mp_id_of
+    from cosynth.data.cosnet_splits import COSNET_EXTRA_TABLE, load_cosnet_split, mp_id_coverage
     from cosynth.io.files import read_table
 
     root = shared_path("data/" + COSNET_EXTRA_TABLE).parents[1]
     splits = load_cosnet_split(root, dataset)
-    frame = pd.concat(splits.values(), ignore_index=True)
-    ids = frame["structure_ref"].map(mp_id_of)
-    assert ids.dropna().nunique() == referenced
-    assert ids[frame["structure_status"] == "ok"].nunique() == covered
+    assert mp_id_coverage(splits) == {"referenced": referenced, "with_cif": covered}
     # every split row the extra table names now carries that table's CIF
     extra = read_table(root / COSNET_EXTRA_TABLE)
     extra = extra[extra["dataset"] == dataset]
@@ -116,3 +113,16 @@ def test_mp_learning_curve_report(shared_path, tmp_path, monkeypatch):
     for fig in report["figures"].values():
         assert (out / fig).stat().st_size > 1000
     assert "CGCNN paper" in (out / "report.md").read_text()
+
+
+def test_paired_deltas_compare_the_same_seed():
+    from cosynth.experiments.cosnet import paired_deltas
+
+    runs = pd.DataFrame({"mode": ["composition"] * 2 + ["bimodal_aug"] * 2, "seed": [0, 1, 0, 1],
+                         "test_mae_all": [0.5, 0.6, 0.45, 0.62], "test_n_all": 10,
+                         "test_mae_with_structure_available": [0.4, 0.4, 0.5, 0.3],
+                         "test_n_with_structure_available": 3})
+    d = paired_deltas(runs).set_index("subset")
+    assert d.loc["all", "delta_mean"] == pytest.approx((-0.05 + 0.02) / 2)
+    assert d.loc["all", "wins"] == 1 and d.loc["with_structure_available", "n"] == 3
+    assert set(d.index) == {"all", "with_structure_available"}

@@ -73,6 +73,14 @@ def mp_id_of(ref) -> str | None:
     return m.group(1) if m else None
 
 
+def mp_id_coverage(splits: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Distinct MP ids the splits reference, and how many of them have a CIF offline (SOURCE.md counts)."""
+    frame = pd.concat(splits.values(), ignore_index=True)
+    ids = frame["structure_ref"].map(mp_id_of)
+    return {"referenced": int(ids.dropna().nunique()),
+            "with_cif": int(ids[frame["structure_status"] == "ok"].dropna().nunique())}
+
+
 def load_cosnet_split(root, dataset: str) -> dict[str, pd.DataFrame]:
     """Train/val/test frames of one COSNet dataset (see the module docstring for columns)."""
     if dataset not in DATASETS:

@@ -120,6 +120,32 @@ def summarize_table1(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+SUBSET_LABELS = {"with_structure_missing_offline": "with structure, not usable here (not offline / unreadable CIF)",
+                 "with_structure_available": "with structure usable here"}
+
+
+def paired_deltas(runs: pd.DataFrame, mode: str = "bimodal_aug", base: str = "composition") -> pd.DataFrame:
+    """Per subset, test MAE of ``mode`` minus ``base`` on the same seed: mean ± std and seeds ``mode`` wins.
+
+    The seeds share splits and initialisation keys, so the paired difference is what tells whether a
+    mode helps on a subset; negative is better.
+    """
+    keys = [*SUBSETS, "with_structure_available", "with_structure_missing_offline"]
+    a = runs[runs["mode"] == mode].set_index("seed")
+    b = runs[runs["mode"] == base].set_index("seed")
+    seeds = a.index.intersection(b.index)
+    out = []
+    for key in keys:
+        col = f"test_mae_{key}"
+        if col not in a or col not in b or not len(seeds):
+            continue
+        d = (a.loc[seeds, col] - b.loc[seeds, col]).dropna().to_numpy(dtype=float)
+        if len(d):
+            out.append({"subset": key, "n": int(a.loc[seeds[0], f"test_n_{key}"]), "delta_mean": float(d.mean()),
+                        "delta_std": float(d.std(ddof=0)), "wins": int((d < 0).sum()), "seeds": int(len(d))})
+    return pd.DataFrame(out)
+
+
 def alignment_r2(run_dir) -> float | None:
     """R² on test rows with structure of a linear map C → volume per atom fitted on training rows
     with structure (Table 2). None when the run has no such rows."""
@@ -299,7 +325,10 @@ def coverage(splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
                      "structure missing offline": int(st.get("missing", 0)), "composition only": int(st.get("none", 0))})
     out = pd.DataFrame(rows)
     total = out.drop(columns="split").sum()
-    return pd.concat([out, pd.DataFrame([{"split": "total", **total.to_dict()}])], ignore_index=True)
+    out = pd.concat([out, pd.DataFrame([{"split": "total", **total.to_dict()}])], ignore_index=True)
+    share = out["structure available offline"] / out["structure referenced"].where(out["structure referenced"] > 0)
+    out["usable share of referenced"] = [f"{100 * v:.0f} %" if pd.notna(v) else "—" for v in share]
+    return out
 
 
 def make_figures(fig_dir: Path, dataset: str, table: pd.DataFrame, weights: pd.DataFrame,
@@ -442,7 +471,7 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
     import platform
     import sys
 
-    from cosynth.data.cosnet_splits import DATASETS, UNITS
+    from cosynth.data.cosnet_splits import DATASETS, UNITS, mp_id_coverage
 
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
@@ -484,8 +513,11 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
         "command": "cosynth reproduce cosnet " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["reproduce", "cosnet"]
         else f"cosynth reproduce cosnet --dataset {dataset}" + (" --quick" if quick else ""),
         "config": asdict(config), "seeds": seeds, "coverage": cov.to_dict(orient="records"),
+        "distinct_mp_ids": mp_id_coverage(splits) if dataset != "li_conductivity" else None,
         "table1": table.to_dict(orient="records"), "paper_table1": PAPER_TABLE1.get(dataset),
         "alignment_r2": align.to_dict(orient="records"), "paper_alignment_r2": PAPER_TABLE2,
+        "paired_deltas": {m: paired_deltas(runs_df, m).to_dict(orient="records") for m in ("bimodal_aug", "bimodal")
+                          if (runs_df["mode"] == m).any() and (runs_df["mode"] == "composition").any()},
         "composition_weight": w_stats, "runs": runs_df.to_dict(orient="records"),
         "fraction_study": None if fraction is None else fraction.to_dict(orient="records"),
         "problems": {"count_by_action": problems["action"].value_counts().to_dict(),
@@ -530,6 +562,10 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
               f"{r['train_seconds_total'] / 60:.1f} min; structure-fraction study: {r['fraction_study_train_seconds'] / 60:.1f} min; "
               f"this command (reusing finished runs): {r['wall_seconds_this_command'] / 60:.1f} min.", ""]
     lines += ["## Data we actually had", "", _md_table(cov), ""]
+    if r.get("distinct_mp_ids"):
+        ids = r["distinct_mp_ids"]
+        lines += [f"Distinct MP ids referenced: {ids['referenced']}; with a CIF offline (`mp_synth_structures` + "
+                  f"`mp_extra_structures`): {ids['with_cif']}.", ""]
     probs = r["problems"]["count_by_action"]
     if probs:
         lines += ["Rows with problems (reported per row in report.json and the runs' problems.csv): "
@@ -544,7 +580,8 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
                      "disjoint 60/20/20 split with seed 0 and keep every row (all temperatures)."
                      if ds == "li_conductivity" else ""), "",
                   "Rows whose structure is referenced "
-                  "but not available offline (ICSD codes; MP ids outside `mp_synth_structures`) are composition-only "
+                  "but not available offline (ICSD codes; MP ids in neither `mp_synth_structures` nor "
+                  "`mp_extra_structures`) are composition-only "
                   "for our models; the *with structure* subset below follows the paper's definition (structure "
                   "referenced), and *with structure usable here* is the subset our models could actually use.", ""]
     lines += [f"## Table 1 analogue: test MAE ({unit}), mean ± std over seeds", "",
@@ -566,9 +603,17 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
                 pm, ps = paper[mode][key]
                 cell += " / " + (_fmt(pm, ps) if pm < 10 else f"{pm:.0f} ± {ps:.0f}")
             cells.append(cell)
-        label = {"with_structure_missing_offline": "with structure, not usable here (not offline / unreadable CIF)",
-                 "with_structure_available": "with structure usable here"}.get(key, key.replace("_", " "))
+        label = SUBSET_LABELS.get(key, key.replace("_", " "))
         lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    for mode in ("bimodal_aug", "bimodal"):
+        deltas = r.get("paired_deltas", {}).get(mode) or []
+        if not deltas:
+            continue
+        lines += ["", f"### {MODE_LABELS[mode]} minus composition only, same seed (negative: the structure helps)", "",
+                  "| subset | n | Δ test MAE (mean ± std) | seeds where it wins |", "|---|---|---|---|"]
+        for d in deltas:
+            lines.append(f"| {SUBSET_LABELS.get(d['subset'], d['subset'].replace('_', ' '))} | {d['n']} | "
+                         f"{d['delta_mean']:+.3f} ± {d['delta_std']:.3f} | {d['wins']} of {d['seeds']} |")
     lines += ["", "## Table 2 analogue: representation alignment", "",
               "R² on test rows with a structure of a linear regression from the composition representation C to "
               "volume per atom, fitted on the training rows with a structure (paper: Li conductivity).", "",
