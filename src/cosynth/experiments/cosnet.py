@@ -89,7 +89,9 @@ def run_table1(dataset: str, out_dir, *, modes=MODES, seeds=range(5), config: Fi
     Returns:
         One row per run: dataset, mode, seed and the run's metrics.
     """
-    config = config or FitConfig()
+    from cosynth.data.cosnet_splits import OUTPUT_RELU
+
+    config = replace(config or FitConfig(), nonneg=OUTPUT_RELU.get(dataset))
     splits = subsample(load_splits(dataset, data_root), max_train)
     rows = []
     for seed in seeds:
@@ -144,6 +146,19 @@ def paired_deltas(runs: pd.DataFrame, mode: str = "bimodal_aug", base: str = "co
             out.append({"subset": key, "n": int(a.loc[seeds[0], f"test_n_{key}"]), "delta_mean": float(d.mean()),
                         "delta_std": float(d.std(ddof=0)), "wins": int((d < 0).sum()), "seeds": int(len(d))})
     return pd.DataFrame(out)
+
+
+def constant_baseline(splits: dict[str, pd.DataFrame]) -> list[dict]:
+    """Test MAE of predicting the training median for every row, per subset: the floor a model must beat
+    (it matters for heavy-tailed targets such as the dielectric constant)."""
+    median = float(np.median(splits["train"]["target"].dropna()))
+    test = splits["test"].dropna(subset=["target"])
+    status = test["structure_status"].to_numpy()
+    err = (test["target"] - median).abs().to_numpy()
+    masks = {"all": np.ones(len(test), bool), "without_structure": status == "none",
+             "with_structure": status != "none", "with_structure_available": status == "ok"}
+    return [{"subset": k, "n": int(m.sum()), "mae": float(err[m].mean()), "train_median": median}
+            for k, m in masks.items() if m.any()]
 
 
 def alignment_r2(run_dir) -> float | None:
@@ -471,7 +486,7 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
     import platform
     import sys
 
-    from cosynth.data.cosnet_splits import DATASETS, UNITS, mp_id_coverage
+    from cosynth.data.cosnet_splits import DATASETS, OUTPUT_RELU, UNITS, mp_id_coverage
 
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
@@ -482,7 +497,8 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
     weight_decay = defaults["weight_decay"] if weight_decay is None else weight_decay
     out = Path(out or (Path("reports/cosnet-quick") if quick else Path("reports/cosnet")) / dataset)
     runs = Path(runs or ("runs/cosnet-quick" if quick else "runs/cosnet"))
-    config = FitConfig(epochs=epochs, weight_decay=weight_decay, threads=1, batch_size=defaults["batch_size"])
+    config = FitConfig(epochs=epochs, weight_decay=weight_decay, threads=1, batch_size=defaults["batch_size"],
+                       nonneg=OUTPUT_RELU.get(dataset))
     splits = subsample(load_splits(dataset, data_root), defaults["max_train"])
     cov = coverage(splits)
     runs_df = run_table1(dataset, runs / dataset, seeds=seeds, config=config, data_root=data_root,
@@ -514,6 +530,7 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
         else f"cosynth reproduce cosnet --dataset {dataset}" + (" --quick" if quick else ""),
         "config": asdict(config), "seeds": seeds, "coverage": cov.to_dict(orient="records"),
         "distinct_mp_ids": mp_id_coverage(splits) if dataset != "li_conductivity" else None,
+        "constant_baseline": constant_baseline(splits),
         "table1": table.to_dict(orient="records"), "paper_table1": PAPER_TABLE1.get(dataset),
         "alignment_r2": align.to_dict(orient="records"), "paper_alignment_r2": PAPER_TABLE2,
         "paired_deltas": {m: paired_deltas(runs_df, m).to_dict(orient="records") for m in ("bimodal_aug", "bimodal")
@@ -555,9 +572,11 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
     paper = r["paper_table1"] or {}
     lines = [f"# COSNet reproduction — {ds}" + (" (QUICK MODE: smoke test, not results)" if r["quick"] else ""), ""]
     cfg = r["config"]
+    relu = {None: "ReLU output when every training target is ≥ 0 (reference)", True: "ReLU output",
+            False: "no ReLU output (see cosynth.data.cosnet_splits.OUTPUT_RELU)"}[cfg.get("nonneg")]
     lines += [f"Command: `{r['command']}`  ", f"Seeds: {r['seeds']}; epochs: {cfg['epochs']} (paper: 200; reference "
               f"code default 100); Adamax lr {cfg['lr']}, weight decay {cfg['weight_decay']}, decay {cfg['lr_decay']}, "
-              f"batch {cfg['batch_size']}; sum fusion, scalar weights.  ",
+              f"batch {cfg['batch_size']}; sum fusion, scalar weights; {relu}.  ",
               f"Training time (sum over the {len(r['runs'])} Table-1 runs, one CPU thread): "
               f"{r['train_seconds_total'] / 60:.1f} min; structure-fraction study: {r['fraction_study_train_seconds'] / 60:.1f} min; "
               f"this command (reusing finished runs): {r['wall_seconds_this_command'] / 60:.1f} min.", ""]
@@ -605,6 +624,11 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
             cells.append(cell)
         label = SUBSET_LABELS.get(key, key.replace("_", " "))
         lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    base = r.get("constant_baseline") or []
+    if base:
+        lines += ["", f"Constant baseline (every test row predicted as the training median, {base[0]['train_median']:.3g}): "
+                  + "; ".join(f"{SUBSET_LABELS.get(b['subset'], b['subset'].replace('_', ' '))} {b['mae']:.3f}"
+                              for b in base) + "."]
     for mode in ("bimodal_aug", "bimodal"):
         deltas = r.get("paired_deltas", {}).get(mode) or []
         if not deltas:
