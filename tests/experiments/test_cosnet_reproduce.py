@@ -47,6 +47,15 @@ def test_quick_reproduction_writes_report_json_and_figures(shared_path, tmp_path
                                      "-o", str(out), "--runs", str(runs), "--no-fraction-study"])
     assert again.exit_code == 0, again.output
     assert json.loads((out / "report.json").read_text())["runs"] == report["runs"]
+    # --no-train reports what finished and names what did not (seed 2 was never trained)
+    partial = CliRunner().invoke(app, ["reproduce", "cosnet", "--dataset", "li_conductivity", "--quick", "--seeds", "3",
+                                       "-o", str(out), "--runs", str(runs), "--no-fraction-study", "--no-train"])
+    assert partial.exit_code == 0, partial.output
+    again = json.loads((out / "report.json").read_text())
+    assert again["runs"] == report["runs"]
+    assert sorted((u["mode"], u["seed"]) for u in again["unfinished_runs"]) == [
+        ("bimodal", 2), ("bimodal_aug", 2), ("composition", 2)]
+    assert "Not finished when this report was written" in (out / "report.md").read_text()
 
 
 def test_unknown_dataset_is_a_clean_error(tmp_path):

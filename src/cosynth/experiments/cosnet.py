@@ -73,7 +73,8 @@ def subsample(splits: dict[str, pd.DataFrame], n: int | None, seed: int = 0) -> 
 
 
 def run_table1(dataset: str, out_dir, *, modes=MODES, seeds=range(5), config: FitConfig | None = None,
-               data_root=None, max_train: int | None = None, verbose: bool = True, cache=None) -> pd.DataFrame:
+               data_root=None, max_train: int | None = None, verbose: bool = True, cache=None,
+               train: bool = True) -> pd.DataFrame:
     """Train every (seed, mode) into ``out_dir/<mode>/seed<k>``; one row of metrics per run.
 
     Args:
@@ -85,11 +86,14 @@ def run_table1(dataset: str, out_dir, *, modes=MODES, seeds=range(5), config: Fi
         max_train: at most this many training rows (:func:`subsample`), or None for all.
         verbose: print a line per run.
         cache: passed to :func:`fit`.
+        train: False reads finished runs only (a report while other runs still train); an unfinished
+            run gives a row with ``finished`` False and no metrics.
 
     Returns:
         One row per run: dataset, mode, seed and the run's metrics.
     """
     from cosynth.data.cosnet_splits import OUTPUT_RELU
+    from cosynth.training.run import RunDirectory
 
     config = replace(config or FitConfig(), nonneg=OUTPUT_RELU.get(dataset))
     splits = subsample(load_splits(dataset, data_root), max_train)
@@ -97,9 +101,13 @@ def run_table1(dataset: str, out_dir, *, modes=MODES, seeds=range(5), config: Fi
     for seed in seeds:
         for mode in modes:
             t0 = time.perf_counter()
-            m = fit(splits, Path(out_dir) / mode / f"seed{seed}", replace(config, mode=mode, seed=seed),
-                    verbose=verbose, cache=cache)
-            if verbose:
+            path, cfg = Path(out_dir) / mode / f"seed{seed}", replace(config, mode=mode, seed=seed)
+            if not train:
+                run = RunDirectory(path, asdict(cfg), defaults=asdict(FitConfig()))
+                m = run.read_metrics() if run.finished() else {"finished": False}
+            else:
+                m = fit(splits, path, cfg, verbose=verbose, cache=cache)
+            if verbose and m.get("finished", True):
                 print(f"== {dataset} {mode} seed {seed}: test MAE {m.get('test_mae_all', float('nan')):.4f} "
                       f"({time.perf_counter() - t0:.0f}s)", flush=True)
             rows.append({"dataset": dataset, "mode": mode, "seed": seed, **m})
@@ -107,11 +115,18 @@ def run_table1(dataset: str, out_dir, *, modes=MODES, seeds=range(5), config: Fi
 
 
 # ---- analysis ----------------------------------------------------------------------------------
+def finished_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of runs that finished (``run_table1(train=False)`` also lists unfinished ones)."""
+    if "finished" not in runs:
+        return runs
+    return runs[runs["finished"].fillna(False).astype(bool)]
+
+
 def summarize_table1(runs: pd.DataFrame) -> pd.DataFrame:
     """mean ± std over seeds of the test MAE per mode and subset (one row per mode × subset)."""
     out = []
     keys = [*SUBSETS, "with_structure_available", "with_structure_missing_offline"]
-    for mode, grp in runs.groupby("mode", sort=False):
+    for mode, grp in finished_runs(runs).groupby("mode", sort=False):
         for key in keys:
             col = f"test_mae_{key}"
             if col not in grp or grp[col].isna().all():
@@ -460,7 +475,8 @@ def learning_curve_figure(fig_dir: Path, curve: pd.DataFrame, fit_: dict | None)
 
 
 def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=None, seeds=None, epochs=None,
-              weight_decay=None, data_root=None, fraction_study: bool = True, verbose: bool = True) -> dict:
+              weight_decay=None, data_root=None, fraction_study: bool = True, verbose: bool = True,
+              train: bool = True) -> dict:
     """Train (or read back) the three modes over seeds, analyse them and write the report.
 
     Writes ``out/report.md``, ``out/report.json`` and ``out/figures/*.png``.
@@ -476,6 +492,7 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
         data_root: the shared data folder (default: the configured one).
         fraction_study: also run :func:`run_fraction_study`.
         verbose: print a line per run.
+        train: False reports the finished Table-1 runs only and lists the others as not finished.
 
     Returns:
         The report's JSON dict.
@@ -501,8 +518,10 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
                        nonneg=OUTPUT_RELU.get(dataset))
     splits = subsample(load_splits(dataset, data_root), defaults["max_train"])
     cov = coverage(splits)
-    runs_df = run_table1(dataset, runs / dataset, seeds=seeds, config=config, data_root=data_root,
-                         max_train=defaults["max_train"], verbose=verbose)
+    listed = run_table1(dataset, runs / dataset, seeds=seeds, config=config, data_root=data_root,
+                        max_train=defaults["max_train"], verbose=verbose, train=train)
+    runs_df = finished_runs(listed)
+    unfinished = listed.loc[~listed.index.isin(runs_df.index), ["mode", "seed"]].to_dict(orient="records")
     table = summarize_table1(runs_df)
     align = summarize_alignment(runs / dataset, runs_df)
     weights = weight_table(runs / dataset, runs_df)
@@ -535,7 +554,7 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
         "alignment_r2": align.to_dict(orient="records"), "paper_alignment_r2": PAPER_TABLE2,
         "paired_deltas": {m: paired_deltas(runs_df, m).to_dict(orient="records") for m in ("bimodal_aug", "bimodal")
                           if (runs_df["mode"] == m).any() and (runs_df["mode"] == "composition").any()},
-        "composition_weight": w_stats, "runs": runs_df.to_dict(orient="records"),
+        "composition_weight": w_stats, "runs": runs_df.to_dict(orient="records"), "unfinished_runs": unfinished,
         "fraction_study": None if fraction is None else fraction.to_dict(orient="records"),
         "problems": {"count_by_action": problems["action"].value_counts().to_dict(),
                      "rows": problems.head(50).to_dict(orient="records")},
@@ -580,6 +599,9 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
               f"Training time (sum over the {len(r['runs'])} Table-1 runs, one CPU thread): "
               f"{r['train_seconds_total'] / 60:.1f} min; structure-fraction study: {r['fraction_study_train_seconds'] / 60:.1f} min; "
               f"this command (reusing finished runs): {r['wall_seconds_this_command'] / 60:.1f} min.", ""]
+    if r.get("unfinished_runs"):
+        lines += ["**Not finished when this report was written** (left out of every mean below): "
+                  + ", ".join(f"{MODE_LABELS[u['mode']]} seed {u['seed']}" for u in r["unfinished_runs"]) + ".", ""]
     lines += ["## Data we actually had", "", _md_table(cov), ""]
     if r.get("distinct_mp_ids"):
         ids = r["distinct_mp_ids"]
@@ -603,7 +625,7 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
                   "`mp_extra_structures`) are composition-only "
                   "for our models; the *with structure* subset below follows the paper's definition (structure "
                   "referenced), and *with structure usable here* is the subset our models could actually use.", ""]
-    lines += [f"## Table 1 analogue: test MAE ({unit}), mean ± std over seeds", "",
+    lines += [f"## Table 1 analogue: test MAE ({unit or 'no unit'}), mean ± std over seeds", "",
               "| subset | n (ours) | " + " | ".join(f"{MODE_LABELS[m]} (ours)" + (" / paper" if paper else "")
                                                    for m in MODES) + " |",
               "|---|---|" + "---|" * len(MODES)]
@@ -651,6 +673,7 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
                   f"Mean w_c: {w['with_structure']['mean']:.3f} on {w['with_structure']['n']} rows with a structure, "
                   f"{w['without_structure']['mean']:.3f} on {w['without_structure']['n']} rows without (always 1 "
                   "by construction).", ""]
+    lines.append("")
     for key, title in (("table1", "Test MAE"), ("weights", "Composition weights"), ("fraction", "MAE vs structure fraction")):
         if key in r["figures"]:
             lines += [f"![{title}]({r['figures'][key]})", ""]
@@ -756,7 +779,9 @@ def render_mp_markdown(r: dict, curve: pd.DataFrame, fraction: pd.DataFrame | No
     if fit_:
         lines += [f"Our de-CGCNN points follow MAE ≈ {fit_['prefactor']:.3g} · n^(−{fit_['exponent']:.2f}); "
                   f"extrapolated to the paper's {fit_['paper_n']:,} training crystals this gives "
-                  f"{fit_['extrapolated_mae_at_paper_n']:.3f} eV/atom (paper {fit_['paper_mae']})."]
+                  f"{fit_['extrapolated_mae_at_paper_n']:.3f} eV/atom (paper {fit_['paper_mae']}), and at the 600 "
+                  f"training crystals of the earlier structure-fraction study (Faber 2015 subset) "
+                  f"{fit_['prefactor'] * 600 ** -fit_['exponent']:.3f} eV/atom."]
     lines += ["", f"![learning curve]({r['figures']['learning_curve']})", ""]
     if fraction is not None and len(fraction):
         agg = fraction.groupby("fraction")["test_mae"].agg(["mean", "std", "count"]).reset_index()
