@@ -2,7 +2,8 @@
 
 ``load_cosnet_split(root, dataset)`` returns ``{"train", "val", "test"}`` frames with columns
 ``id``, ``formula``, ``cif`` (CIF text or None), ``target`` and the provenance of the structure
-(``structure_ref`` as written in the split file, ``structure_status``: ``ok`` — CIF found,
+(``structure_ref`` as written in the split file, ``structure_origin``: the data folder of the CIF,
+``structure_status``: ``ok`` — CIF found,
 ``missing`` — the split names a structure that is not available offline (ICSD codes; MP ids
 in neither ``mp_synth_structures`` nor ``mp_extra_structures``), ``none`` — composition-only row).
 
@@ -52,20 +53,20 @@ COSNET_EXTRA_TABLE = "mp_extra_structures/cosnet_extra_structures.csv.gz"
 
 
 @lru_cache(maxsize=2)
-def mp_cifs(data_root: str) -> dict[str, str]:
-    """{MP id: CIF text} of every offline MP structure a COSNet split can name.
+def mp_cifs(data_root: str) -> dict[str, tuple[str, str]]:
+    """{MP id: (CIF text, data folder it came from)} of every offline MP structure a COSNet split can name.
 
     ``mp_synth_structures`` first, then the COSNet rows of ``mp_extra_structures`` (no id is in both;
     an id repeated there carries the same CIF). A data folder without the extra table still works.
     """
     root = Path(data_root)
     df = _read(root / MP_TABLE)
-    cifs = dict(zip(df["material_id"], df["cif"]))
+    cifs = {mp: (cif, MP_TABLE.split("/")[0]) for mp, cif in zip(df["material_id"], df["cif"])}
     extra = root / COSNET_EXTRA_TABLE
     if extra.is_file():
         ex = _read(extra, usecols=["material_id", "cif"])
         for mp, cif in zip(ex["material_id"], ex["cif"]):
-            cifs.setdefault(mp, cif)
+            cifs.setdefault(mp, (cif, COSNET_EXTRA_TABLE.split("/")[0]))
     return cifs
 
 
@@ -97,11 +98,12 @@ def load_cosnet_split(root, dataset: str) -> dict[str, pd.DataFrame]:
     for split in SPLITS:
         raw = _read(data / "cosnet_splits" / dataset / f"{split}.csv")
         refs = [r if isinstance(r, str) and r.strip() else None for r in raw["mp-id"]]
-        cif, status = [], []
+        cif, status, origin = [], [], []
         for ref in refs:
             mp = mp_id_of(ref)
-            text = cifs.get(mp) if mp else None
+            text, folder = cifs.get(mp, (None, None)) if mp else (None, None)
             cif.append(text)
+            origin.append(folder)
             status.append("none" if ref is None else ("ok" if text is not None else "missing"))
         frame = pd.DataFrame({
             "id": [f"{dataset}-{i}" for i in raw["Unnamed: 0"]],
@@ -110,6 +112,7 @@ def load_cosnet_split(root, dataset: str) -> dict[str, pd.DataFrame]:
             "target": pd.to_numeric(raw["target"], errors="coerce"),
             "structure_ref": refs,
             "structure_status": status,
+            "structure_origin": origin,
         })
         if "space_group" in raw:
             frame["space_group"] = raw["space_group"]
