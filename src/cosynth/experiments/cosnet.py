@@ -167,7 +167,7 @@ def usable_breakdown(out_dir, runs: pd.DataFrame, splits: dict[str, pd.DataFrame
                      base: str = "composition") -> list[dict]:
     """Where the structure branch helps or hurts on the test rows whose structure the model saw: ``mode``
     minus ``base`` per seed, split by the data folder of the CIF and by zero / non-zero target (metals
-    for band gaps).
+    for band gaps); a split with one group only is left out.
 
     Args:
         out_dir: the runs' parent folder (``out_dir/<mode>/seed<k>/predictions.csv``).
@@ -197,6 +197,8 @@ def usable_breakdown(out_dir, runs: pd.DataFrame, splits: dict[str, pd.DataFrame
     allrows = pd.concat(per_seed)
     out = []
     for kind, col in (("structure from", "origin"), ("target", "target_kind")):
+        if allrows[col].nunique() < 2:
+            continue
         for group, grp in allrows.groupby(col):
             by_seed = grp.groupby("seed")[["err", "base_err"]].mean()
             d = (by_seed["err"] - by_seed["base_err"]).to_numpy(float)
