@@ -25,8 +25,8 @@ def test_cosnet_band_gap_has_splits_and_structures_where_available(data_root):
     table = load_shared("cosnet_splits", data_root, parse=False)
     frame = table.frame
     assert len(frame) == 5900 and frame["split"].value_counts().to_dict() == {"train": 3545, "test": 1188, "val": 1167}
-    # MP ids covered by mp_synth_structures (SOURCE.md: 519 + 173 + 178 rows)
-    assert int(table.has_structure().sum()) == 870
+    # MP ids covered by mp_synth_structures (519 + 173 + 178 rows) and mp_extra_structures (167 + 49 + 54)
+    assert int(table.has_structure().sum()) == 1140
     assert frame.loc[~table.has_structure(), "formula"].notna().all()  # composition-only rows are kept
 
 

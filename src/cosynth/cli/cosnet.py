@@ -119,13 +119,15 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
         weight_decay: Optional[float] = typer.Option(None, help="Default 1e-4 (from the paper's grid, see the report)."),
         fraction_study: bool = typer.Option(True, "--fraction-study/--no-fraction-study",
                                             help="Also run test MAE vs structure fraction on MP formation energies."),
+        train: bool = typer.Option(True, "--train/--no-train",
+                                   help="--no-train reports the finished Table-1 runs only and lists the rest."),
     ) -> None:
         """Reproduce the COSNet paper's Table 1/2 analyses and write a Markdown + JSON report with figures."""
         from cosynth.experiments.cosnet import reproduce
 
         try:
             res = reproduce(dataset, quick=quick, out=out, runs=runs, seeds=seeds, epochs=epochs,
-                            weight_decay=weight_decay, fraction_study=fraction_study)
+                            weight_decay=weight_decay, fraction_study=fraction_study, train=train)
         except (ValueError, FileNotFoundError) as err:
             fail(str(err))
         out_dir = out or Path("reports/cosnet-quick" if quick else "reports/cosnet") / dataset

@@ -49,6 +49,41 @@ def cosnet_table1(
     typer.echo(summarize_table1(df).round(4).to_string(index=False))
 
 
+def cosnet_mp(
+    sizes: str = typer.Option("1000,3000,all", help="Training-set sizes of the learning curve (all = every row)."),
+    seeds: str = typer.Option("0", help="Seeds: 0-4 or 0,2,5."),
+    models: str = typer.Option("cgcnn,roost", help="cgcnn (structure only) and/or roost (composition only)."),
+    epochs: int = typer.Option(40),
+    weight_decay: float = typer.Option(1e-4),
+    fractions: str = typer.Option("", help="Structure fractions for the fraction study, e.g. 0,0.5,1 (empty: none)."),
+    fraction_seeds: str = typer.Option("0"),
+    out: Optional[Path] = typer.Option(None, "--output", "-o", help="Report folder (default reports/cosnet/mp_formation_energy)."),
+    runs: Optional[Path] = typer.Option(None, help="Run folder (default runs/cosnet/mp_formation_energy_pooled)."),
+    data: Optional[Path] = typer.Option(None, help="The shared data folder (default: see cosynth.config)."),
+    max_rows: Optional[int] = typer.Option(None, help="Use at most N rows before the split (quick runs)."),
+) -> None:
+    """de-CGCNN learning curve on MP formation energies (against the CGCNN paper) and, optionally, the
+    structure-fraction study on the same rows; writes a Markdown + JSON report with figures."""
+    from cosynth.experiments.cosnet import reproduce_mp
+
+    try:
+        size_list = [None if s.strip() == "all" else int(s) for s in sizes.split(",")]
+        frac_list = [float(f) for f in fractions.split(",")] if fractions.strip() else []
+    except ValueError:
+        fail(f"--sizes takes integers or 'all', --fractions numbers; got {sizes!r}, {fractions!r}")
+    try:
+        res = reproduce_mp(out=out, runs=runs, sizes=size_list, seeds=_seeds(seeds), models=models.split(","),
+                           epochs=epochs, weight_decay=weight_decay, fractions=frac_list,
+                           fraction_seeds=_seeds(fraction_seeds), max_rows=max_rows, data_root=data)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    import pandas as pd
+
+    typer.echo(pd.DataFrame(res["learning_curve"]).to_string(index=False))
+    typer.echo(f"wrote {out or 'reports/cosnet/mp_formation_energy'}/report.md "
+               f"({res['wall_seconds_this_command'] / 60:.1f} min)")
+
+
 def sweep(
     dataset: str = typer.Option("band_gap"),
     grid: str = typer.Option("paper", help='"paper" or a JSON file {"param": [values]}.'),
@@ -110,5 +145,6 @@ def probe(
 
 def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Typer) -> None:
     reproduce_app.command("cosnet-table1")(cosnet_table1)
+    reproduce_app.command("cosnet-mp")(cosnet_mp)
     app.command()(sweep)
     app.command()(probe)

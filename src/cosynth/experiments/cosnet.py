@@ -73,7 +73,8 @@ def subsample(splits: dict[str, pd.DataFrame], n: int | None, seed: int = 0) -> 
 
 
 def run_table1(dataset: str, out_dir, *, modes=MODES, seeds=range(5), config: FitConfig | None = None,
-               data_root=None, max_train: int | None = None, verbose: bool = True, cache=None) -> pd.DataFrame:
+               data_root=None, max_train: int | None = None, verbose: bool = True, cache=None,
+               train: bool = True) -> pd.DataFrame:
     """Train every (seed, mode) into ``out_dir/<mode>/seed<k>``; one row of metrics per run.
 
     Args:
@@ -85,19 +86,28 @@ def run_table1(dataset: str, out_dir, *, modes=MODES, seeds=range(5), config: Fi
         max_train: at most this many training rows (:func:`subsample`), or None for all.
         verbose: print a line per run.
         cache: passed to :func:`fit`.
+        train: False reads finished runs only (a report while other runs still train); an unfinished
+            run gives a row with ``finished`` False and no metrics.
 
     Returns:
         One row per run: dataset, mode, seed and the run's metrics.
     """
-    config = config or FitConfig()
+    from cosynth.data.cosnet_splits import OUTPUT_RELU
+    from cosynth.training.run import RunDirectory
+
+    config = replace(config or FitConfig(), nonneg=OUTPUT_RELU.get(dataset))
     splits = subsample(load_splits(dataset, data_root), max_train)
     rows = []
     for seed in seeds:
         for mode in modes:
             t0 = time.perf_counter()
-            m = fit(splits, Path(out_dir) / mode / f"seed{seed}", replace(config, mode=mode, seed=seed),
-                    verbose=verbose, cache=cache)
-            if verbose:
+            path, cfg = Path(out_dir) / mode / f"seed{seed}", replace(config, mode=mode, seed=seed)
+            if not train:
+                run = RunDirectory(path, asdict(cfg), defaults=asdict(FitConfig()))
+                m = run.read_metrics() if run.finished() else {"finished": False}
+            else:
+                m = fit(splits, path, cfg, verbose=verbose, cache=cache)
+            if verbose and m.get("finished", True):
                 print(f"== {dataset} {mode} seed {seed}: test MAE {m.get('test_mae_all', float('nan')):.4f} "
                       f"({time.perf_counter() - t0:.0f}s)", flush=True)
             rows.append({"dataset": dataset, "mode": mode, "seed": seed, **m})
@@ -105,11 +115,18 @@ def run_table1(dataset: str, out_dir, *, modes=MODES, seeds=range(5), config: Fi
 
 
 # ---- analysis ----------------------------------------------------------------------------------
+def finished_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of runs that finished (``run_table1(train=False)`` also lists unfinished ones)."""
+    if "finished" not in runs:
+        return runs
+    return runs[runs["finished"].fillna(False).astype(bool)]
+
+
 def summarize_table1(runs: pd.DataFrame) -> pd.DataFrame:
     """mean ± std over seeds of the test MAE per mode and subset (one row per mode × subset)."""
     out = []
     keys = [*SUBSETS, "with_structure_available", "with_structure_missing_offline"]
-    for mode, grp in runs.groupby("mode", sort=False):
+    for mode, grp in finished_runs(runs).groupby("mode", sort=False):
         for key in keys:
             col = f"test_mae_{key}"
             if col not in grp or grp[col].isna().all():
@@ -118,6 +135,91 @@ def summarize_table1(runs: pd.DataFrame) -> pd.DataFrame:
             out.append({"mode": mode, "subset": key, "n": int(grp[f"test_n_{key}"].iloc[0]),
                         "mean": float(vals.mean()), "std": float(vals.std(ddof=0)), "seeds": int(len(vals))})
     return pd.DataFrame(out)
+
+
+SUBSET_LABELS = {"with_structure_missing_offline": "with structure, not usable here (not offline / unreadable CIF)",
+                 "with_structure_available": "with structure usable here"}
+
+
+def paired_deltas(runs: pd.DataFrame, mode: str = "bimodal_aug", base: str = "composition") -> pd.DataFrame:
+    """Per subset, test MAE of ``mode`` minus ``base`` on the same seed: mean ± std and seeds ``mode`` wins.
+
+    The seeds share splits and initialisation keys, so the paired difference is what tells whether a
+    mode helps on a subset; negative is better.
+    """
+    keys = [*SUBSETS, "with_structure_available", "with_structure_missing_offline"]
+    a = runs[runs["mode"] == mode].set_index("seed")
+    b = runs[runs["mode"] == base].set_index("seed")
+    seeds = a.index.intersection(b.index)
+    out = []
+    for key in keys:
+        col = f"test_mae_{key}"
+        if col not in a or col not in b or not len(seeds):
+            continue
+        d = (a.loc[seeds, col] - b.loc[seeds, col]).dropna().to_numpy(dtype=float)
+        if len(d):
+            out.append({"subset": key, "n": int(a.loc[seeds[0], f"test_n_{key}"]), "delta_mean": float(d.mean()),
+                        "delta_std": float(d.std(ddof=0)), "wins": int((d < 0).sum()), "seeds": int(len(d))})
+    return pd.DataFrame(out)
+
+
+def usable_breakdown(out_dir, runs: pd.DataFrame, splits: dict[str, pd.DataFrame], mode: str = "bimodal_aug",
+                     base: str = "composition") -> list[dict]:
+    """Where the structure branch helps or hurts on the test rows whose structure the model saw: ``mode``
+    minus ``base`` per seed, split by the data folder of the CIF and by zero / non-zero target (metals
+    for band gaps); a split with one group only is left out.
+
+    Args:
+        out_dir: the runs' parent folder (``out_dir/<mode>/seed<k>/predictions.csv``).
+        runs: the finished runs (gives the seeds both modes have).
+        splits: the dataset's splits (give ``structure_origin``).
+        mode, base: the two modes compared.
+
+    Returns:
+        One record per group: kind, group, n, both modes' mean MAE, Δ mean ± std and seeds where ``mode`` wins.
+    """
+    seeds = sorted(set(runs.loc[runs["mode"] == mode, "seed"]) & set(runs.loc[runs["mode"] == base, "seed"]))
+    if not seeds:
+        return []
+    origin = dict(zip(splits["test"]["id"], splits["test"].get("structure_origin", pd.Series(dtype=object))))
+    per_seed = []
+    for seed in seeds:
+        frames = {}
+        for m in (mode, base):
+            pred = read_table(Path(out_dir) / m / f"seed{seed}" / "predictions.csv")
+            pred = pred[(pred["split"] == "test") & pred["has_structure"].astype(str).str.lower().isin(["true", "1"])]
+            frames[m] = pred.set_index("id")
+        both = frames[mode].join(frames[base]["prediction"].rename("base_prediction"), how="inner")
+        both["err"], both["base_err"] = (both["prediction"] - both["target"]).abs(), (both["base_prediction"] - both["target"]).abs()
+        both["origin"] = [origin.get(i) or "unknown" for i in both.index]
+        both["target_kind"] = np.where(both["target"] == 0, "target = 0", "target ≠ 0")
+        per_seed.append(both.assign(seed=seed))
+    allrows = pd.concat(per_seed)
+    out = []
+    for kind, col in (("structure from", "origin"), ("target", "target_kind")):
+        if allrows[col].nunique() < 2:
+            continue
+        for group, grp in allrows.groupby(col):
+            by_seed = grp.groupby("seed")[["err", "base_err"]].mean()
+            d = (by_seed["err"] - by_seed["base_err"]).to_numpy(float)
+            out.append({"kind": kind, "group": str(group), "n": int(grp.index.nunique()),
+                        f"mae_{base}": float(by_seed["base_err"].mean()), f"mae_{mode}": float(by_seed["err"].mean()),
+                        "delta_mean": float(d.mean()), "delta_std": float(d.std(ddof=0)), "wins": int((d < 0).sum()),
+                        "seeds": int(len(d))})
+    return out
+
+
+def constant_baseline(splits: dict[str, pd.DataFrame]) -> list[dict]:
+    """Test MAE of predicting the training median for every row, per subset: the floor a model must beat
+    (it matters for heavy-tailed targets such as the dielectric constant)."""
+    median = float(np.median(splits["train"]["target"].dropna()))
+    test = splits["test"].dropna(subset=["target"])
+    status = test["structure_status"].to_numpy()
+    err = (test["target"] - median).abs().to_numpy()
+    masks = {"all": np.ones(len(test), bool), "without_structure": status == "none",
+             "with_structure": status != "none", "with_structure_available": status == "ok"}
+    return [{"subset": k, "n": int(m.sum()), "mae": float(err[m].mean()), "train_median": median}
+            for k, m in masks.items() if m.any()]
 
 
 def alignment_r2(run_dir) -> float | None:
@@ -172,6 +274,7 @@ def weight_table(out_dir, runs: pd.DataFrame, mode: str = "bimodal_aug") -> pd.D
 
 def run_fraction_study(out_dir, *, fractions=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), seeds=(0,), config: FitConfig,
                        data_root=None, target: str = "formation_energy_per_atom", max_rows: int | None = 1500,
+                       source: str | None = "matminer_flla_2015", holdout: float = 0.2, extra: bool = False,
                        verbose: bool = True, cache=None) -> pd.DataFrame:
     """Test MAE versus the share of rows that keep their structure (every split), bimodal + augmentation,
     on an MP property with a structure for every row (:func:`load_mp_property`).
@@ -184,6 +287,7 @@ def run_fraction_study(out_dir, *, fractions=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), see
         data_root: the shared data folder (default: the configured one).
         target: the MP property.
         max_rows: at most this many rows of the property table, or None for all.
+        source, holdout, extra: passed to :func:`load_mp_property` (one MP era by default).
         verbose: print a line per run.
         cache: passed to :func:`fit`.
 
@@ -192,7 +296,8 @@ def run_fraction_study(out_dir, *, fractions=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), see
     """
     from cosynth.data.cosnet_splits import load_mp_property
 
-    splits = load_mp_property(config_data_root(data_root), target, max_rows=max_rows)
+    splits = load_mp_property(config_data_root(data_root), target, source=source, max_rows=max_rows,
+                              holdout=holdout, extra=extra)
     rows = []
     for seed in seeds:
         for f in fractions:
@@ -207,6 +312,72 @@ def run_fraction_study(out_dir, *, fractions=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), see
                          "n_train": m.get("n_train_seen"), "n_test": m.get("test_n_all"),
                          "train_seconds": m.get("train_seconds")})
     return pd.DataFrame(rows)
+
+
+# Xie & Grossman, PRL 120, 145301 (2018), Table I: CGCNN formation-energy test MAE on 46,744 MP crystals
+# split 60/20/20, i.e. 28,046 training crystals; their Fig. 2(a) shows the MAE falling as a power law of
+# the training-set size (a straight line on log-log axes).
+CGCNN_PAPER = {"n_train": 28046, "mae": 0.039, "unit": "eV/atom", "property": "formation energy per atom",
+               "source": "Xie & Grossman, Phys. Rev. Lett. 120, 145301 (2018), Table I and Fig. 2(a)"}
+
+
+def run_learning_curve(out_dir, *, sizes=(1000, 3000, None), seeds=(0,), models=("cgcnn",), config: FitConfig,
+                       data_root=None, target: str = "formation_energy_per_atom", holdout: float = 0.1,
+                       max_rows: int | None = None, verbose: bool = True, cache=None) -> pd.DataFrame:
+    """Test MAE versus training-set size on every offline MP structure with ``target`` (all eras pooled).
+
+    Validation and test sets stay fixed; the training sets are nested (the first n rows of one seeded
+    permutation), so the curve measures data, not a different draw. This is the check of de-CGCNN
+    alone against the CGCNN paper's learning curve (:data:`CGCNN_PAPER`).
+
+    Args:
+        out_dir: the runs' parent folder (``out_dir/<model>/n<size>/seed<k>``).
+        sizes: training-set sizes; None is every training row.
+        seeds: seeds to train (initialisation and shuffling; the split is fixed).
+        models: ``cgcnn`` (structure only) and/or ``roost`` (composition only, the reference).
+        config: fit settings; model and seed are set per run.
+        data_root: the shared data folder (default: the configured one).
+        target: the MP property.
+        holdout: the share of rows in validation, and again in test.
+        max_rows: at most this many rows before the split (quick runs), or None for all.
+        verbose: print a line per run.
+        cache: passed to :func:`fit`.
+
+    Returns:
+        One row per (model, size, seed): n_train, test MAE, best epoch, train_seconds.
+    """
+    from cosynth.data.cosnet_splits import load_mp_property
+
+    splits = load_mp_property(config_data_root(data_root), target, source=None, holdout=holdout, extra=True,
+                              max_rows=max_rows)
+    order = np.random.default_rng(12345).permutation(len(splits["train"]))
+    rows = []
+    for model in models:
+        for size in sizes:
+            n = len(order) if size is None else min(int(size), len(order))
+            part = {**splits, "train": splits["train"].iloc[np.sort(order[:n])].reset_index(drop=True)}
+            for seed in seeds:
+                cfg = replace(config, model=model, mode="bimodal" if model == "cgcnn" else "composition", seed=seed)
+                m = fit(part, Path(out_dir) / model / f"n{n}" / f"seed{seed}", cfg, verbose=verbose, cache=cache)
+                if verbose:
+                    print(f"== {model} n_train {n} seed {seed}: test MAE {m.get('test_mae_all', float('nan')):.4f}",
+                          flush=True)
+                rows.append({"model": model, "n_train": n, "seed": seed, "test_mae": m.get("test_mae_all"),
+                             "val_n": len(splits["val"]), "test_n": m.get("test_n_all"),
+                             "best_epoch": m.get("best_epoch"), "train_seconds": m.get("train_seconds")})
+    return pd.DataFrame(rows)
+
+
+def power_law_fit(curve: pd.DataFrame, model: str = "cgcnn") -> dict | None:
+    """MAE = a · n^(-b) fitted on log-log axes to one model's seed means; None with fewer than 2 sizes."""
+    agg = curve[curve["model"] == model].groupby("n_train")["test_mae"].mean()
+    if len(agg) < 2:
+        return None
+    slope, intercept = np.polyfit(np.log(agg.index.to_numpy(float)), np.log(agg.to_numpy(float)), 1)
+    at = CGCNN_PAPER["n_train"]
+    return {"exponent": float(-slope), "prefactor": float(np.exp(intercept)),
+            "extrapolated_mae_at_paper_n": float(np.exp(intercept) * at ** slope), "paper_n": at,
+            "paper_mae": CGCNN_PAPER["mae"]}
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -230,7 +401,10 @@ def coverage(splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
                      "structure missing offline": int(st.get("missing", 0)), "composition only": int(st.get("none", 0))})
     out = pd.DataFrame(rows)
     total = out.drop(columns="split").sum()
-    return pd.concat([out, pd.DataFrame([{"split": "total", **total.to_dict()}])], ignore_index=True)
+    out = pd.concat([out, pd.DataFrame([{"split": "total", **total.to_dict()}])], ignore_index=True)
+    share = out["structure available offline"] / out["structure referenced"].where(out["structure referenced"] > 0)
+    out["usable share of referenced"] = [f"{100 * v:.0f} %" if pd.notna(v) else "—" for v in share]
+    return out
 
 
 def make_figures(fig_dir: Path, dataset: str, table: pd.DataFrame, weights: pd.DataFrame,
@@ -291,21 +465,64 @@ def make_figures(fig_dir: Path, dataset: str, table: pd.DataFrame, weights: pd.D
         plt.close(fig)
         files["weights"] = "figures/composition_weights.png"
     if fraction is not None and len(fraction):
-        agg = fraction.groupby("fraction")["test_mae"].agg(["mean", "std"]).reset_index()
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.errorbar(100 * agg["fraction"], agg["mean"], yerr=agg["std"].fillna(0), marker="o", capsize=3)
-        ax.set_xlabel("rows that keep their structure (%)")
-        ax.set_ylabel("test MAE (eV/atom)")
-        ax.set_title("MP formation energy, bimodal + augmentation")
-        fig.tight_layout()
-        fig.savefig(fig_dir / "mae_vs_structure_fraction.png", dpi=130)
-        plt.close(fig)
-        files["fraction"] = "figures/mae_vs_structure_fraction.png"
+        files["fraction"] = fraction_figure(fig_dir, fraction)
     return files
 
 
+def fraction_figure(fig_dir: Path, fraction: pd.DataFrame) -> str:
+    """Test MAE versus the share of structures kept; returns the path relative to the report folder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    agg = fraction.groupby("fraction")["test_mae"].agg(["mean", "std"]).reset_index()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.errorbar(100 * agg["fraction"], agg["mean"], yerr=agg["std"].fillna(0), marker="o", capsize=3)
+    ax.set_xlabel("rows that keep their structure (%)")
+    ax.set_ylabel("test MAE (eV/atom)")
+    ax.set_title("MP formation energy, bimodal + augmentation")
+    fig.tight_layout()
+    fig.savefig(fig_dir / "mae_vs_structure_fraction.png", dpi=130)
+    plt.close(fig)
+    return "figures/mae_vs_structure_fraction.png"
+
+
+def learning_curve_figure(fig_dir: Path, curve: pd.DataFrame, fit_: dict | None) -> str:
+    """Log-log test MAE versus training-set size, with the CGCNN paper's point and our power-law fit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for model, grp in curve.groupby("model", sort=False):
+        agg = grp.groupby("n_train")["test_mae"].agg(["mean", "std"]).reset_index()
+        label = {"cgcnn": "ours: de-CGCNN (structure only)", "roost": "ours: Roost (composition only)"}.get(model, model)
+        ax.errorbar(agg["n_train"], agg["mean"], yerr=agg["std"].fillna(0), marker="o", capsize=3, label=label)
+    if fit_:
+        n = np.geomspace(curve["n_train"].min(), CGCNN_PAPER["n_train"], 50)
+        ax.plot(n, fit_["prefactor"] * n ** -fit_["exponent"], ls=":", color="C0",
+                label=f"power-law fit, exponent {fit_['exponent']:.2f}")
+    ax.scatter([CGCNN_PAPER["n_train"]], [CGCNN_PAPER["mae"]], marker="*", s=120, color="k", zorder=3,
+               label="CGCNN paper (28,046 train, MP)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training crystals")
+    ax.set_ylabel("test MAE (eV/atom)")
+    ax.set_title("MP formation energy per atom")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(fig_dir / "learning_curve.png", dpi=130)
+    plt.close(fig)
+    return "figures/learning_curve.png"
+
+
 def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=None, seeds=None, epochs=None,
-              weight_decay=None, data_root=None, fraction_study: bool = True, verbose: bool = True) -> dict:
+              weight_decay=None, data_root=None, fraction_study: bool = True, verbose: bool = True,
+              train: bool = True) -> dict:
     """Train (or read back) the three modes over seeds, analyse them and write the report.
 
     Writes ``out/report.md``, ``out/report.json`` and ``out/figures/*.png``.
@@ -321,6 +538,7 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
         data_root: the shared data folder (default: the configured one).
         fraction_study: also run :func:`run_fraction_study`.
         verbose: print a line per run.
+        train: False reports the finished Table-1 runs only and lists the others as not finished.
 
     Returns:
         The report's JSON dict.
@@ -331,7 +549,7 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
     import platform
     import sys
 
-    from cosynth.data.cosnet_splits import DATASETS, UNITS
+    from cosynth.data.cosnet_splits import DATASETS, OUTPUT_RELU, UNITS, mp_id_coverage
 
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
@@ -342,11 +560,14 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
     weight_decay = defaults["weight_decay"] if weight_decay is None else weight_decay
     out = Path(out or (Path("reports/cosnet-quick") if quick else Path("reports/cosnet")) / dataset)
     runs = Path(runs or ("runs/cosnet-quick" if quick else "runs/cosnet"))
-    config = FitConfig(epochs=epochs, weight_decay=weight_decay, threads=1, batch_size=defaults["batch_size"])
+    config = FitConfig(epochs=epochs, weight_decay=weight_decay, threads=1, batch_size=defaults["batch_size"],
+                       nonneg=OUTPUT_RELU.get(dataset))
     splits = subsample(load_splits(dataset, data_root), defaults["max_train"])
     cov = coverage(splits)
-    runs_df = run_table1(dataset, runs / dataset, seeds=seeds, config=config, data_root=data_root,
-                         max_train=defaults["max_train"], verbose=verbose)
+    listed = run_table1(dataset, runs / dataset, seeds=seeds, config=config, data_root=data_root,
+                        max_train=defaults["max_train"], verbose=verbose, train=train)
+    runs_df = finished_runs(listed)
+    unfinished = listed.loc[~listed.index.isin(runs_df.index), ["mode", "seed"]].to_dict(orient="records")
     table = summarize_table1(runs_df)
     align = summarize_alignment(runs / dataset, runs_df)
     weights = weight_table(runs / dataset, runs_df)
@@ -373,9 +594,14 @@ def reproduce(dataset: str = "band_gap", *, quick: bool = False, out=None, runs=
         "command": "cosynth reproduce cosnet " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["reproduce", "cosnet"]
         else f"cosynth reproduce cosnet --dataset {dataset}" + (" --quick" if quick else ""),
         "config": asdict(config), "seeds": seeds, "coverage": cov.to_dict(orient="records"),
+        "distinct_mp_ids": mp_id_coverage(splits) if dataset != "li_conductivity" else None,
+        "constant_baseline": constant_baseline(splits),
+        "usable_breakdown": usable_breakdown(runs / dataset, runs_df, splits),
         "table1": table.to_dict(orient="records"), "paper_table1": PAPER_TABLE1.get(dataset),
         "alignment_r2": align.to_dict(orient="records"), "paper_alignment_r2": PAPER_TABLE2,
-        "composition_weight": w_stats, "runs": runs_df.to_dict(orient="records"),
+        "paired_deltas": {m: paired_deltas(runs_df, m).to_dict(orient="records") for m in ("bimodal_aug", "bimodal")
+                          if (runs_df["mode"] == m).any() and (runs_df["mode"] == "composition").any()},
+        "composition_weight": w_stats, "runs": runs_df.to_dict(orient="records"), "unfinished_runs": unfinished,
         "fraction_study": None if fraction is None else fraction.to_dict(orient="records"),
         "problems": {"count_by_action": problems["action"].value_counts().to_dict(),
                      "rows": problems.head(50).to_dict(orient="records")},
@@ -412,13 +638,22 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
     paper = r["paper_table1"] or {}
     lines = [f"# COSNet reproduction — {ds}" + (" (QUICK MODE: smoke test, not results)" if r["quick"] else ""), ""]
     cfg = r["config"]
+    relu = {None: "ReLU output when every training target is ≥ 0 (reference)", True: "ReLU output",
+            False: "no ReLU output (see cosynth.data.cosnet_splits.OUTPUT_RELU)"}[cfg.get("nonneg")]
     lines += [f"Command: `{r['command']}`  ", f"Seeds: {r['seeds']}; epochs: {cfg['epochs']} (paper: 200; reference "
               f"code default 100); Adamax lr {cfg['lr']}, weight decay {cfg['weight_decay']}, decay {cfg['lr_decay']}, "
-              f"batch {cfg['batch_size']}; sum fusion, scalar weights.  ",
+              f"batch {cfg['batch_size']}; sum fusion, scalar weights; {relu}.  ",
               f"Training time (sum over the {len(r['runs'])} Table-1 runs, one CPU thread): "
               f"{r['train_seconds_total'] / 60:.1f} min; structure-fraction study: {r['fraction_study_train_seconds'] / 60:.1f} min; "
               f"this command (reusing finished runs): {r['wall_seconds_this_command'] / 60:.1f} min.", ""]
+    if r.get("unfinished_runs"):
+        lines += ["**Not finished when this report was written** (left out of every mean below): "
+                  + ", ".join(f"{MODE_LABELS[u['mode']]} seed {u['seed']}" for u in r["unfinished_runs"]) + ".", ""]
     lines += ["## Data we actually had", "", _md_table(cov), ""]
+    if r.get("distinct_mp_ids"):
+        ids = r["distinct_mp_ids"]
+        lines += [f"Distinct MP ids referenced: {ids['referenced']}; with a CIF offline (`mp_synth_structures` + "
+                  f"`mp_extra_structures`): {ids['with_cif']}.", ""]
     probs = r["problems"]["count_by_action"]
     if probs:
         lines += ["Rows with problems (reported per row in report.json and the runs' problems.csv): "
@@ -433,10 +668,11 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
                      "disjoint 60/20/20 split with seed 0 and keep every row (all temperatures)."
                      if ds == "li_conductivity" else ""), "",
                   "Rows whose structure is referenced "
-                  "but not available offline (ICSD codes; MP ids outside `mp_synth_structures`) are composition-only "
+                  "but not available offline (ICSD codes; MP ids in neither `mp_synth_structures` nor "
+                  "`mp_extra_structures`) are composition-only "
                   "for our models; the *with structure* subset below follows the paper's definition (structure "
                   "referenced), and *with structure usable here* is the subset our models could actually use.", ""]
-    lines += [f"## Table 1 analogue: test MAE ({unit}), mean ± std over seeds", "",
+    lines += [f"## Table 1 analogue: test MAE ({unit or 'no unit'}), mean ± std over seeds", "",
               "| subset | n (ours) | " + " | ".join(f"{MODE_LABELS[m]} (ours)" + (" / paper" if paper else "")
                                                    for m in MODES) + " |",
               "|---|---|" + "---|" * len(MODES)]
@@ -455,9 +691,30 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
                 pm, ps = paper[mode][key]
                 cell += " / " + (_fmt(pm, ps) if pm < 10 else f"{pm:.0f} ± {ps:.0f}")
             cells.append(cell)
-        label = {"with_structure_missing_offline": "with structure, not usable here (not offline / unreadable CIF)",
-                 "with_structure_available": "with structure usable here"}.get(key, key.replace("_", " "))
+        label = SUBSET_LABELS.get(key, key.replace("_", " "))
         lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    base = r.get("constant_baseline") or []
+    if base:
+        lines += ["", f"Constant baseline (every test row predicted as the training median, {base[0]['train_median']:.3g}): "
+                  + "; ".join(f"{SUBSET_LABELS.get(b['subset'], b['subset'].replace('_', ' '))} {b['mae']:.3f}"
+                              for b in base) + "."]
+    for mode in ("bimodal_aug", "bimodal"):
+        deltas = r.get("paired_deltas", {}).get(mode) or []
+        if not deltas:
+            continue
+        lines += ["", f"### {MODE_LABELS[mode]} minus composition only, same seed (negative: the structure helps)", "",
+                  "| subset | n | Δ test MAE (mean ± std) | seeds where it wins |", "|---|---|---|---|"]
+        for d in deltas:
+            lines.append(f"| {SUBSET_LABELS.get(d['subset'], d['subset'].replace('_', ' '))} | {d['n']} | "
+                         f"{d['delta_mean']:+.3f} ± {d['delta_std']:.3f} | {d['wins']} of {d['seeds']} |")
+    parts = r.get("usable_breakdown") or []
+    if parts:
+        lines += ["", "### Test rows with a structure the model saw: bimodal + augmentation minus composition only", "",
+                  "| split by | group | n | composition only | bimodal + augmentation | Δ (mean ± std) | seeds where it wins |",
+                  "|---|---|---|---|---|---|---|"]
+        for b in parts:
+            lines.append(f"| {b['kind']} | {b['group']} | {b['n']} | {b['mae_composition']:.3f} | {b['mae_bimodal_aug']:.3f} | "
+                         f"{b['delta_mean']:+.3f} ± {b['delta_std']:.3f} | {b['wins']} of {b['seeds']} |")
     lines += ["", "## Table 2 analogue: representation alignment", "",
               "R² on test rows with a structure of a linear regression from the composition representation C to "
               "volume per atom, fitted on the training rows with a structure (paper: Li conductivity).", "",
@@ -471,6 +728,7 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
                   f"Mean w_c: {w['with_structure']['mean']:.3f} on {w['with_structure']['n']} rows with a structure, "
                   f"{w['without_structure']['mean']:.3f} on {w['without_structure']['n']} rows without (always 1 "
                   "by construction).", ""]
+    lines.append("")
     for key, title in (("table1", "Test MAE"), ("weights", "Composition weights"), ("fraction", "MAE vs structure fraction")):
         if key in r["figures"]:
             lines += [f"![{title}]({r['figures'][key]})", ""]
@@ -483,4 +741,110 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
             lines.append(f"| {100 * row['fraction']:.0f} % | {row['mean']:.4f}"
                          + (f" ± {row['std']:.4f}" if row["count"] > 1 else "") + f" | {int(row['count'])} |")
         lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def reproduce_mp(*, out=None, runs=None, sizes=(1000, 3000, None), seeds=(0,), models=("cgcnn", "roost"),
+                 epochs: int = 40, weight_decay: float = 1e-4, fractions=(), fraction_seeds=(0,),
+                 max_rows: int | None = None, data_root=None, verbose: bool = True) -> dict:
+    """The MP formation-energy studies: the de-CGCNN learning curve against the CGCNN paper, and (when
+    ``fractions`` is given) test MAE versus structure fraction on the same pooled rows, which all have a
+    structure. Writes ``out/report.md``, ``out/report.json`` and ``out/figures/*.png``.
+
+    Args:
+        out: the report folder (default ``reports/cosnet/mp_formation_energy``).
+        runs: the runs' folder (default ``runs/cosnet/mp_formation_energy_pooled``; finished runs are reused).
+        sizes: training-set sizes of the learning curve; None is every training row.
+        seeds: seeds per size.
+        models: ``cgcnn`` and/or ``roost``.
+        epochs, weight_decay: training settings (Adamax, lr 1e-2, decay 0.96, batch 128 otherwise).
+        fractions: shares of structures kept for the fraction study (empty: no fraction study).
+        fraction_seeds: seeds of the fraction study.
+        max_rows: at most this many rows before the split (quick runs), or None for all.
+        data_root: the shared data folder (default: the configured one).
+        verbose: print a line per run.
+
+    Returns:
+        The report's JSON dict.
+    """
+    import sys
+
+    from cosynth.data.cosnet_splits import load_mp_property, mp_property_rows
+
+    t0 = time.perf_counter()
+    out = Path(out or "reports/cosnet/mp_formation_energy")
+    runs = Path(runs or "runs/cosnet/mp_formation_energy_pooled")
+    config = FitConfig(epochs=epochs, weight_decay=weight_decay, threads=1)
+    holdout = 0.1
+    splits = load_mp_property(config_data_root(data_root), source=None, holdout=holdout, extra=True,
+                              max_rows=max_rows)
+    eras = mp_property_rows(config_data_root(data_root), "formation_energy_per_atom", None, extra=True)
+    curve = run_learning_curve(runs / "learning_curve", sizes=sizes, seeds=seeds, models=models, config=config,
+                               data_root=data_root, holdout=holdout, max_rows=max_rows, verbose=verbose)
+    fit_ = power_law_fit(curve)
+    fraction = None
+    if fractions:
+        fraction = run_fraction_study(runs / "fraction", fractions=fractions, seeds=fraction_seeds, config=config,
+                                      data_root=data_root, max_rows=max_rows, source=None, holdout=holdout, extra=True,
+                                      verbose=verbose)
+    files = {"learning_curve": learning_curve_figure(out / "figures", curve, fit_)}
+    if fraction is not None:
+        files["fraction"] = fraction_figure(out / "figures", fraction)
+    result = {
+        "command": "cosynth " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else "cosynth reproduce cosnet-mp",
+        "config": asdict(config), "rows": {k: len(v) for k, v in splits.items()}, "holdout": holdout,
+        "rows_by_source": eras["structure_source"].value_counts().to_dict(), "max_rows": max_rows,
+        "learning_curve": curve.to_dict(orient="records"), "power_law_fit": fit_, "cgcnn_paper": CGCNN_PAPER,
+        "fraction_study": None if fraction is None else fraction.to_dict(orient="records"),
+        "train_seconds_total": round(float(curve["train_seconds"].fillna(0).sum())
+                                     + (0.0 if fraction is None else float(fraction["train_seconds"].fillna(0).sum())), 1),
+        "wall_seconds_this_command": round(time.perf_counter() - t0, 1), "figures": files,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "report.md").write_text(render_mp_markdown(result, curve, fraction))
+    return result
+
+
+def render_mp_markdown(r: dict, curve: pd.DataFrame, fraction: pd.DataFrame | None) -> str:
+    """The Markdown of :func:`reproduce_mp`."""
+    paper, cfg = r["cgcnn_paper"], r["config"]
+    rows = r["rows"]
+    lines = ["# MP formation energy: de-CGCNN learning curve and structure-fraction study", "",
+             f"Command: `{r['command']}`  ",
+             "Data: every offline MP structure with a formation energy (`mp_synth_structures`, all eras, plus "
+             "`mp_extra_structures`), one row per MP id ("
+             + ", ".join(f"{k} {v}" for k, v in r["rows_by_source"].items())
+             + f"), split at random (seed 0): {rows['train']} train / {rows['val']} validation / {rows['test']} test. Training sets are nested subsets of the training "
+             "split; validation and test never change.  ",
+             f"Training: {cfg['epochs']} epochs (best validation epoch kept), Adamax lr {cfg['lr']}, weight decay "
+             f"{cfg['weight_decay']}, decay {cfg['lr_decay']}, batch {cfg['batch_size']}, one CPU thread. Summed "
+             f"training time {r['train_seconds_total'] / 60:.1f} min.", "",
+             "## Learning curve (test MAE, eV/atom)", "",
+             "| model | training crystals | test MAE | seeds | best epoch | train time (s) |", "|---|---|---|---|---|---|"]
+    for (model, n), grp in curve.groupby(["model", "n_train"], sort=False):
+        vals = grp["test_mae"].to_numpy(float)
+        mae = f"{vals.mean():.4f}" + (f" ± {vals.std():.4f}" if len(vals) > 1 else "")
+        lines.append(f"| {model} | {n} | {mae} | {len(vals)} | {', '.join(str(int(e)) for e in grp['best_epoch'])} | "
+                     f"{grp['train_seconds'].sum():.0f} |")
+    lines += ["", f"CGCNN paper: {paper['mae']} eV/atom with {paper['n_train']:,} training crystals "
+              f"({paper['source']}); the paper's Fig. 2(a) shows the error falling as a power law of the "
+              "training-set size."]
+    fit_ = r["power_law_fit"]
+    if fit_:
+        lines += [f"Our de-CGCNN points follow MAE ≈ {fit_['prefactor']:.3g} · n^(−{fit_['exponent']:.2f}); "
+                  f"extrapolated to the paper's {fit_['paper_n']:,} training crystals this gives "
+                  f"{fit_['extrapolated_mae_at_paper_n']:.3f} eV/atom (paper {fit_['paper_mae']}), and at the 600 "
+                  f"training crystals of the earlier structure-fraction study (Faber 2015 subset) "
+                  f"{fit_['prefactor'] * 600 ** -fit_['exponent']:.3f} eV/atom."]
+    lines += ["", f"![learning curve]({r['figures']['learning_curve']})", ""]
+    if fraction is not None and len(fraction):
+        agg = fraction.groupby("fraction")["test_mae"].agg(["mean", "std", "count"]).reset_index()
+        lines += ["## Test MAE versus structure fraction (same rows, bimodal + augmentation)", "",
+                  "Every split keeps the given share of its structures (seeded).", "",
+                  "| structures kept | test MAE (eV/atom) | seeds |", "|---|---|---|"]
+        for _, row in agg.iterrows():
+            lines.append(f"| {100 * row['fraction']:.0f} % | {row['mean']:.4f}"
+                         + (f" ± {row['std']:.4f}" if row["count"] > 1 else "") + f" | {int(row['count'])} |")
+        lines += ["", f"![fraction]({r['figures']['fraction']})", ""]
     return "\n".join(lines) + "\n"
