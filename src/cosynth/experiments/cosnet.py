@@ -733,15 +733,21 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
         if key in r["figures"]:
             lines += [f"![{title}]({r['figures'][key]})", ""]
     if fraction is not None and len(fraction):
-        agg = fraction.groupby("fraction")["test_mae"].agg(["mean", "std", "count"]).reset_index()
-        lines += ["## Test MAE versus structure fraction (MP formation energy, `mp_synth_structures`, Faber 2015 subset)", "",
-                  "Every split keeps the given share of its structures (seeded); bimodal + augmentation.", "",
-                  "| structures kept | test MAE (eV/atom) | seeds |", "|---|---|---|"]
-        for _, row in agg.iterrows():
-            lines.append(f"| {100 * row['fraction']:.0f} % | {row['mean']:.4f}"
-                         + (f" ± {row['std']:.4f}" if row["count"] > 1 else "") + f" | {int(row['count'])} |")
+        lines += _fraction_lines(fraction, "MP formation energy, `mp_synth_structures`, Faber 2015 subset",
+                                 "Every split keeps the given share of its structures (seeded); bimodal + augmentation.")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _fraction_lines(fraction: pd.DataFrame, what: str, how: str) -> list[str]:
+    """The Markdown table of test MAE per structure fraction (mean ± std over seeds)."""
+    agg = fraction.groupby("fraction")["test_mae"].agg(["mean", "std", "count"]).reset_index()
+    lines = [f"## Test MAE versus structure fraction ({what})", "", how, "",
+             "| structures kept | test MAE (eV/atom) | seeds |", "|---|---|---|"]
+    for _, row in agg.iterrows():
+        lines.append(f"| {100 * row['fraction']:.0f} % | {row['mean']:.4f}"
+                     + (f" ± {row['std']:.4f}" if row["count"] > 1 else "") + f" | {int(row['count'])} |")
+    return lines
 
 
 def reproduce_mp(*, out=None, runs=None, sizes=(1000, 3000, None), seeds=(0,), models=("cgcnn", "roost"),
@@ -839,12 +845,7 @@ def render_mp_markdown(r: dict, curve: pd.DataFrame, fraction: pd.DataFrame | No
                   f"{fit_['prefactor'] * 600 ** -fit_['exponent']:.3f} eV/atom."]
     lines += ["", f"![learning curve]({r['figures']['learning_curve']})", ""]
     if fraction is not None and len(fraction):
-        agg = fraction.groupby("fraction")["test_mae"].agg(["mean", "std", "count"]).reset_index()
-        lines += ["## Test MAE versus structure fraction (same rows, bimodal + augmentation)", "",
-                  "Every split keeps the given share of its structures (seeded).", "",
-                  "| structures kept | test MAE (eV/atom) | seeds |", "|---|---|---|"]
-        for _, row in agg.iterrows():
-            lines.append(f"| {100 * row['fraction']:.0f} % | {row['mean']:.4f}"
-                         + (f" ± {row['std']:.4f}" if row["count"] > 1 else "") + f" | {int(row['count'])} |")
+        lines += _fraction_lines(fraction, "same rows, bimodal + augmentation",
+                                 "Every split keeps the given share of its structures (seeded).")
         lines += ["", f"![fraction]({r['figures']['fraction']})", ""]
     return "\n".join(lines) + "\n"
