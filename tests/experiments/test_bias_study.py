@@ -245,7 +245,30 @@ def test_interpretation_puts_the_single_source_auc_beside_the_label_signal():
     cross.loc[cross.model == "single", ["tp", "fn", "tn", "fp"]] = [126, 7, 15, 118]
     baseline = [{"score": baselines.STRUCTURE_BASELINE, "test_rows": 266, "roc_auc": 0.579}]
     text = " ".join(bs_report.interpretation(cross, sweep, {}, baseline))
-    assert "reach AUC 0.579 on the single-source test set" in text
-    assert "within twice its standard error (±0.069)" in text and "not shown that it learned more" in text
+    assert "descriptors, fitted on the same train split, reaches AUC 0.579 on the single-source test set" in text
+    assert "not above it by twice its standard error (±0.069)" in text and "not shown that it learned more" in text
     baseline[0]["roc_auc"] = 0.52
-    assert "CNN does better than these coarse features" in " ".join(bs_report.interpretation(cross, sweep, {}, baseline))
+    assert "CNN does better than that" in " ".join(bs_report.interpretation(cross, sweep, {}, baseline))
+    # the origin alone is a baseline to beat, not a reference score
+    origin = [{"score": baselines.ORIGIN_BASELINE, "test_rows": 266, "roc_auc": 0.70}]
+    text = " ".join(bs_report.interpretation(cross, sweep, {}, origin))
+    assert "The origin alone" in text and "reaches AUC 0.700" in text and "labels carry" not in text
+
+
+def test_origin_baseline_scores_test_rows_by_the_train_positive_rate_of_their_origin(tmp_path):
+    # origin "a" is mostly positive on train, "b" mostly negative; "c" appears only on test and gets the
+    # overall train rate
+    rows = ([("a", 1, "train")] * 8 + [("a", 0, "train")] * 2 + [("b", 1, "train")] * 2 + [("b", 0, "train")] * 8
+            + [("a", 1, "test"), ("a", 1, "test"), ("b", 0, "test"), ("b", 1, "test"), ("c", 0, "test")])
+    frame = pd.DataFrame(rows, columns=["structure_source", "label", "split"])
+    scores = baselines.origin_scores(frame, origin="structure_source")
+    assert list(scores[-5:]) == [0.8, 0.8, 0.2, 0.2, 0.5]
+    row = baselines.origin_baseline(frame)
+    assert row["score"] == baselines.ORIGIN_BASELINE and row["test_rows"] == 5
+    # test: positives score 0.8, 0.8, 0.2; negatives 0.2, 0.5 -> 4.5 of 6 pairs ranked right
+    assert row["roc_auc"] == 0.75
+    assert baselines.origin_baseline(frame.assign(structure_source="a")) is None  # one origin: no baseline
+    assert baselines.origin_baseline(frame.drop(columns="structure_source")) is None
+    path = tmp_path / "t.csv"
+    frame.assign(formula="NaCl").to_csv(path, index=False)
+    assert baselines.ORIGIN_BASELINE in {r["score"] for r in baselines.label_signal(path)}

@@ -1,8 +1,9 @@
 """Reference scores that need no voxel model: how much of a label is visible without one.
 
 Beside every voxel model the reports put scores a shortcut or a shallow model reaches on the same
-test rows: energy above hull, PU-CGCNN's CLscore, density alone, and gradient-boosted trees on
-the audit's simple structure descriptors.
+test rows: energy above hull, PU-CGCNN's CLscore, density alone, the positive rate of the row's
+origin (the file-of-origin shortcut), and gradient-boosted trees on the audit's simple structure
+descriptors.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ REFERENCE_SCORES = {
 
 def label_signal(table: Path, *, label: str = "label", cache_dir: Path | None = None) -> list[dict]:
     """ROC AUC of each reference score (signed so that higher = more synthesizable) on the test rows that have it,
-    then of a shallow model on simple structure descriptors (:func:`descriptor_baseline`).
+    then of the origin alone (:func:`origin_baseline`) and of a shallow model on simple structure descriptors
+    (:func:`descriptor_baseline`).
 
     A reference score is skipped when its column is absent, fewer than 10 test rows have it, or those rows hold
     a single class.
@@ -52,9 +54,43 @@ def label_signal(table: Path, *, label: str = "label", cache_dir: Path | None = 
             continue
         rows.append({"score": column, "meaning": meaning, "test_rows": int(known.sum()),
                      "roc_auc": round(float(roc_auc_score(labels, sign * score.to_numpy()[known])), 3)})
+    if (baseline := origin_baseline(crystals.frame, label=label)) is not None:
+        rows.append(baseline)
     if (baseline := descriptor_baseline(crystals, label=label, cache_dir=cache_dir)) is not None:
         rows.append(baseline)
     return rows
+
+
+def origin_scores(frame: pd.DataFrame, *, origin: str = "origin", label: str = "label") -> np.ndarray:
+    """Each row's score is the positive rate of its origin among the training rows (the overall
+    training rate for an origin the training rows lack): all a model learns from the origin alone."""
+    train = frame[frame["split"] == "train"]
+    rate = train.groupby(origin)[label].mean()
+    return frame[origin].map(rate).fillna(train[label].mean()).to_numpy(float)
+
+
+def origin_baseline(frame: pd.DataFrame, *, origin: str = "structure_source", label: str = "label") -> dict | None:
+    """Test-split AUC of :func:`origin_scores`: a table that mixes files of origin with different
+    positive rates gives the label away without any structure; a model must beat this.
+
+    Returns:
+        A dict like those of :func:`label_signal` (``score`` is :data:`ORIGIN_BASELINE`), or None when the
+        table has no such column, a single origin, or a test split with one class.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if origin not in frame or frame[origin].nunique() < 2:
+        return None
+    test = (frame["split"] == "test").to_numpy()
+    y = frame[label].to_numpy()
+    if len(set(y[test])) < 2 or frame.loc[frame["split"] == "train", label].nunique() < 2:
+        return None
+    scores = origin_scores(frame, origin=origin, label=label)
+    return {"score": ORIGIN_BASELINE,
+            "meaning": (f"positive rate of the row's {origin} ({frame[origin].nunique()} origins) in the train split: "
+                        "the file-of-origin shortcut"),
+            "test_rows": int(test.sum()),
+            "roc_auc": round(float(roc_auc_score(y[test], scores[test])), 3)}
 
 
 def descriptor_scores(crystals, *, label: str = "label", cache_dir: Path | None = None, seed: int = 0,
@@ -134,5 +170,9 @@ def descriptor_baseline(crystals, *, label: str = "label", cache_dir: Path | Non
 
 
 STRUCTURE_BASELINE = "structure_descriptors"
+ORIGIN_BASELINE = "origin_only"
+# rows of label_signal that are shortcuts or shallow models a voxel model has to beat (the others are
+# references: physics, or a model trained on far more crystals)
+BASELINES_TO_BEAT = (ORIGIN_BASELINE, STRUCTURE_BASELINE)
 
 

@@ -91,13 +91,6 @@ def origin_balance_weights(origin, labels) -> np.ndarray:
 
 
 # ---- baselines --------------------------------------------------------------------------------
-def origin_scores(frame: pd.DataFrame) -> np.ndarray:
-    """Each row's score is the positive rate of its origin among the training rows."""
-    train = frame[frame["split"] == "train"]
-    rate = train.groupby("origin")[LABEL].mean()
-    return frame["origin"].map(rate).fillna(train[LABEL].mean()).to_numpy(float)
-
-
 def density_scores(frame: pd.DataFrame, densities: np.ndarray) -> np.ndarray:
     """Density alone, signed so that it ranks the training rows better than chance."""
     from sklearn.metrics import roc_auc_score
@@ -214,13 +207,13 @@ class Benchmark:
 def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
     """Every baseline's score on every row (skipping those already stored)."""
     from cosynth.audit.audit import describe_table
-    from cosynth.audit.baselines import descriptor_scores
+    from cosynth.audit.baselines import descriptor_scores, origin_scores
     from cosynth.data.table import CrystalTable
 
     f = bench.frame
     if not bench.has("origin_only"):
         t0 = time.perf_counter()
-        bench.store("origin_only", origin_scores(f), time.perf_counter() - t0)
+        bench.store("origin_only", origin_scores(f, label=LABEL), time.perf_counter() - t0)
     if not bench.has("descriptor_trees") or not bench.has("density_only"):
         t0 = time.perf_counter()
         table = CrystalTable.from_frame(f[["id", "formula", "cif", LABEL, "split"]], parse=False)
