@@ -245,7 +245,7 @@ def test_interpretation_puts_the_single_source_auc_beside_the_label_signal():
     cross.loc[cross.model == "single", ["tp", "fn", "tn", "fp"]] = [126, 7, 15, 118]
     baseline = [{"score": baselines.STRUCTURE_BASELINE, "test_rows": 266, "roc_auc": 0.579}]
     text = " ".join(bs_report.interpretation(cross, sweep, {}, baseline))
-    assert "descriptors, fitted on the same train split, reaches AUC 0.579 on the single-source test set" in text
+    assert "descriptors, fitted on the same train split, reach AUC 0.579 on the single-source test set" in text
     assert "not above it by twice its standard error (±0.069)" in text and "not shown that it learned more" in text
     baseline[0]["roc_auc"] = 0.52
     assert "CNN does better than that" in " ".join(bs_report.interpretation(cross, sweep, {}, baseline))
@@ -272,3 +272,11 @@ def test_origin_baseline_scores_test_rows_by_the_train_positive_rate_of_their_or
     path = tmp_path / "t.csv"
     frame.assign(formula="NaCl").to_csv(path, index=False)
     assert baselines.ORIGIN_BASELINE in {r["score"] for r in baselines.label_signal(path)}
+
+
+def test_interpretation_says_when_the_single_source_model_calls_everything_positive():
+    sweep = pd.DataFrame([{"model": "single", "volume_factor": 0.45, "roc_auc": 0.5, "recall": 0.75, "specificity": 0.2}])
+    dead = _cross([("single", "single test", 0.504, 0.996, 0.0)])
+    assert "Table I's consistency" in " ".join(bs_report.interpretation(dead, sweep, {}))
+    alive = _cross([("single", "single test", 0.70, 0.8, 0.5)])
+    assert "Table I's consistency" not in " ".join(bs_report.interpretation(alive, sweep, {}))
