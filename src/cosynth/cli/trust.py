@@ -87,7 +87,7 @@ def register(app: typer.Typer, train_app: typer.Typer, reproduce_app: typer.Type
         out: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the rows as JSON here."),
     ) -> None:
         """How much signal the labels carry without a model of ours: ROC AUC on the test rows of reference
-        scores (energy above hull, CLscore, density) and of trees on simple structure descriptors."""
+        scores (energy above hull, CLscore, density), of the origin alone and of trees on simple structure descriptors."""
         import pandas as pd
 
         from cosynth.audit.baselines import label_signal
