@@ -739,6 +739,21 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
     return "\n".join(lines) + "\n"
 
 
+def _fraction_against_curve(fraction: pd.DataFrame, curve: pd.DataFrame) -> list[str]:
+    """The fraction study beside the single-modality models trained on the same full training set."""
+    agg = fraction.groupby("fraction")["test_mae"].mean()
+    full = curve[curve["n_train"] == curve["n_train"].max()].groupby("model")["test_mae"].mean()
+    if 0.0 not in agg.index or 1.0 not in agg.index:
+        return []
+    refs = ", ".join(f"{MP_MODEL_WORDS.get(m, m)} {v:.4f}" for m, v in full.items())
+    return [f"From no structures to all of them the test MAE changes by {agg[1.0] - agg[0.0]:+.4f} eV/atom "
+            f"({agg[0.0]:.4f} → {agg[1.0]:.4f}). Single-modality models on the same "
+            f"{int(curve['n_train'].max())} training rows (learning curve above): {refs}."]
+
+
+MP_MODEL_WORDS = {"roost": "composition only (Roost)", "cgcnn": "structure only (de-CGCNN)"}
+
+
 def _fraction_lines(fraction: pd.DataFrame, what: str, how: str) -> list[str]:
     """The Markdown table of test MAE per structure fraction (mean ± std over seeds)."""
     agg = fraction.groupby("fraction")["test_mae"].agg(["mean", "std", "count"]).reset_index()
@@ -847,5 +862,5 @@ def render_mp_markdown(r: dict, curve: pd.DataFrame, fraction: pd.DataFrame | No
     if fraction is not None and len(fraction):
         lines += _fraction_lines(fraction, "same rows, bimodal + augmentation",
                                  "Every split keeps the given share of its structures (seeded).")
-        lines += ["", f"![fraction]({r['figures']['fraction']})", ""]
+        lines += ["", *_fraction_against_curve(fraction, curve), "", f"![fraction]({r['figures']['fraction']})", ""]
     return "\n".join(lines) + "\n"
