@@ -306,7 +306,7 @@ def run_fraction_study(out_dir, *, fractions=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), see
             m = fit(splits, Path(out_dir) / f"fraction{int(round(100 * f)):03d}" / f"seed{seed}", cfg,
                     verbose=verbose, cache=cache)
             if verbose:
-                print(f"== fraction {f:.1f} seed {seed}: test MAE {m.get('test_mae_all', float('nan')):.4f}", flush=True)
+                print(f"== fraction {f:g} seed {seed}: test MAE {m.get('test_mae_all', float('nan')):.4f}", flush=True)
             rows.append({"fraction": f, "seed": seed, "test_mae": m.get("test_mae_all"),
                          "test_mae_with_structure": m.get("test_mae_with_structure_available"),
                          "n_train": m.get("n_train_seen"), "n_test": m.get("test_n_all"),
