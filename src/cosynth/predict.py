@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -316,6 +317,19 @@ def _predict_graph(records, loaded: LoadedModel, *, threshold: float, progress: 
     return Prediction(crystals=_frame(rows, _graph_columns(loaded)), meta=info)
 
 
+@contextmanager
+def _one_torch_thread():
+    """Run the block on one intra-op thread, then restore the caller's count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _graph_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: float) -> list[dict]:
     from cosynth.models.bimodal_data import BimodalRows, predict_rows
     from cosynth.represent.composition import composition_graph
@@ -348,8 +362,11 @@ def _graph_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: flo
         batch_rows = BimodalRows([r["id"] for r, _, _ in usable], [r["formula"] for r, _, _ in usable],
                                  [c for _, c, _ in usable], graphs, np.zeros(n, dtype=np.float32), has, has.copy())
         # one crystal per forward pass: a batch's other crystals change float rounding (GEMM blocking), and a
-        # crystal's numbers must not depend on which crystals share its shard, worker or chunk (~7 ms each)
-        result = predict_rows(loaded.network, batch_rows, loaded.target_scale, batch_size=1)
+        # crystal's numbers must not depend on which crystals share its shard, worker or chunk (~7 ms each);
+        # on one intra-op thread, since the thread count splits reductions too (1 vs 2 threads moved a
+        # composition weight by 1.8e-7), and a Ray actor or Slurm task has its own count
+        with _one_torch_thread():
+            result = predict_rows(loaded.network, batch_rows, loaded.target_scale, batch_size=1)
         values = result["prediction"].reshape(n, -1)[:, 0]
         if loaded.task == "classification" and "calibration" in loaded.meta:  # Platt scaling fixed on validation
             values = loaded.meta["calibration"]["a"] * values + loaded.meta["calibration"]["b"]
