@@ -318,12 +318,12 @@ def _predict_graph(records, loaded: LoadedModel, *, threshold: float, progress: 
 
 
 @contextmanager
-def _one_torch_thread():
-    """Run the block on one intra-op thread, then restore the caller's count."""
+def torch_threads(n: int):
+    """Run the block on ``n`` torch intra-op threads, then restore the caller's count."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -365,7 +365,7 @@ def _graph_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: flo
         # crystal's numbers must not depend on which crystals share its shard, worker or chunk (~7 ms each);
         # on one intra-op thread, since the thread count splits reductions too (1 vs 2 threads moved a
         # composition weight by 1.8e-7), and a Ray actor or Slurm task has its own count
-        with _one_torch_thread():
+        with torch_threads(1):
             result = predict_rows(loaded.network, batch_rows, loaded.target_scale, batch_size=1)
         values = result["prediction"].reshape(n, -1)[:, 0]
         if loaded.task == "classification" and "calibration" in loaded.meta:  # Platt scaling fixed on validation

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from cosynth.cli import app
 from cosynth.models.registry import save_model
 from cosynth.models.voxel_cnn.model import VoxelCNN
-from cosynth.predict import predict
+from cosynth.predict import predict, torch_threads
 from cosynth.scale import ScreenOptions, read_screen, screen
 
 ray = pytest.importorskip("ray", reason="cosynth screen needs the Ray extra (in the test extra)")
@@ -81,15 +81,11 @@ def test_predict_rows_do_not_depend_on_the_torch_thread_count(inputs):
     weight of these crystals by 1.8e-7."""
     import torch
 
-    before = torch.get_num_threads()
-    try:
-        frames = []
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+    frames = []
+    for threads in (1, 2):
+        with torch_threads(threads):
             frames.append(predict(inputs, "cosynth-synth").crystals)
             assert torch.get_num_threads() == threads  # predict restores the caller's count
-    finally:
-        torch.set_num_threads(before)
     _same_rows(frames[0].assign(shard=0), frames[1])
 
 

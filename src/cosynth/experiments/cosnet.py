@@ -739,6 +739,9 @@ def render_markdown(r: dict, table: pd.DataFrame, align: pd.DataFrame, cov: pd.D
     return "\n".join(lines) + "\n"
 
 
+MP_MODEL_WORDS = {"roost": "composition only (Roost)", "cgcnn": "structure only (de-CGCNN)"}
+
+
 def _fraction_against_curve(fraction: pd.DataFrame, curve: pd.DataFrame) -> list[str]:
     """The fraction study beside the single-modality models trained on the same full training set."""
     agg = fraction.groupby("fraction")["test_mae"].mean()
@@ -749,9 +752,6 @@ def _fraction_against_curve(fraction: pd.DataFrame, curve: pd.DataFrame) -> list
     return [f"From no structures to all of them the test MAE changes by {agg[1.0] - agg[0.0]:+.4f} eV/atom "
             f"({agg[0.0]:.4f} → {agg[1.0]:.4f}). Single-modality models on the same "
             f"{int(curve['n_train'].max())} training rows (learning curve above): {refs}."]
-
-
-MP_MODEL_WORDS = {"roost": "composition only (Roost)", "cgcnn": "structure only (de-CGCNN)"}
 
 
 def _fraction_lines(fraction: pd.DataFrame, what: str, how: str) -> list[str]:
