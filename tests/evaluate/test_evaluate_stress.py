@@ -212,6 +212,19 @@ def test_applicability_domain_scores_in_predict(table, tmp_path):
     assert np.allclose(plain["likelihood"], out["likelihood"].to_numpy())  # scores never change predictions
 
 
+def test_a_large_training_set_is_described_by_a_seeded_sample(monkeypatch):
+    """Past DOMAIN_CRYSTALS training crystals the domain keeps a seeded sample of that size."""
+    from cosynth.models import domain as ad
+
+    monkeypatch.setattr(ad, "DOMAIN_CRYSTALS", 4)
+    net = VoxelCNN().eval()
+    train = _structures()[:6]
+    ids = [f"t{i}" for i in range(6)]
+    first, again = ad.training_domain(net, ids, train), ad.training_domain(net, ids, train)
+    assert len(first["train_latent"]) == len(first["train_descriptors"]) == 4
+    assert np.array_equal(first["train_latent"], again["train_latent"])
+
+
 def test_evaluation_uses_the_sampler_stored_in_the_model_file(table, tmp_path):
     """An imported XIE-SPP model must be evaluated with its own sampler, never a silent haar fallback."""
     from cosynth.evaluate.evaluate import predict_table

@@ -12,6 +12,7 @@ import pytest
 from cosynth.evaluate.benchmark import (
     expected_calibration_error,
     polymorph_pair_auc,
+    polymorph_pair_shares,
     score_report,
     threshold_from_validation,
     within_origin_auc,
@@ -34,6 +35,22 @@ def test_shortcut_scores_get_chance_where_the_shortcut_cannot_help():
     auc, pairs = polymorph_pair_auc(y, composition_score, formula)
     assert pairs > 0 and auc == pytest.approx(0.5)
     assert polymorph_pair_auc(y, y.astype(float), formula)[0] == 1.0
+
+
+def test_polymorph_pairs_count_each_formula_once():
+    # one formula with 10 x 10 polymorph pairs all ranked wrong, nine with one pair each ranked right
+    y = np.array([1] * 10 + [0] * 10 + [1, 0] * 9)
+    p = np.array([0.2] * 10 + [0.8] * 10 + [0.9, 0.1] * 9)
+    formula = np.array(["SiO2"] * 20 + [f"F{i}" for i in range(9) for _ in range(2)])
+    shares = polymorph_pair_shares(y, p, formula)
+    assert shares["mean"] == pytest.approx(0.9) and shares["pooled"] == pytest.approx(9 / 109)
+    assert (shares["pairs"], shares["formulas"], shares["largest_formula"], shares["largest_pairs"]) == (
+        109, 10, "SiO2", 100)
+    assert polymorph_pair_auc(y, p, formula) == (pytest.approx(0.9), 109)
+    report = score_report(y, p, np.repeat("o", len(y)), formula, threshold=0.5, n_boot=50)
+    assert report["metrics"]["polymorph_pair_auc_pooled"] == pytest.approx(9 / 109)
+    low, high = report["ci"]["polymorph_pair_auc"]
+    assert low <= 0.9 <= high and report["polymorph_pairs"]["largest_formula"] == "SiO2"
 
 
 def test_calibration_error_and_threshold():
@@ -90,7 +107,11 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
     assert {"origin_only", "density_only", "descriptor_trees", "roost_composition", "xiespp_published"} <= set(
         saved["scores"])
     assert saved["scores"]["origin_only"]["metrics"]["within_origin_auc"] == pytest.approx(0.5)
-    assert "QUICK RUN" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "QUICK RUN" in readme and "## Candidates" in readme and "formulas so that each counts once" in readme
+    assert saved["voxel"]["epochs_run"] == 1 and saved["voxel"]["finished"] and "voxel_cnn" in saved["scores"]
+    assert "1 of 1 epochs" in saved["candidate_words"]["voxel_cnn"]
+    assert (models / "cosynth-synth-voxel.md").exists()
     for figure in ("roc", "reliability", "per_origin"):
         assert (out / "figures" / f"{figure}.png").stat().st_size > 5000
     default = load_model(models / "cosynth-synth.pt")

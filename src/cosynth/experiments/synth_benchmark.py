@@ -45,6 +45,7 @@ class BenchmarkConfig:
     voxel_epochs: int = 0  # 0: no voxel candidate in this run
     voxel_lr: float = 1e-4
     voxel_max_minutes: float | None = None
+    voxel_ensemble: int = 2  # rotations per crystal when scoring the voxel CNN (as for XIE-SPP)
     n_boot: int = 200
     quick: bool = False
     max_rows: int | None = None  # quick runs: this many structures (whole formulas)
@@ -239,26 +240,42 @@ def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
                     time.perf_counter() - t0)
 
 
-CANDIDATES = {  # name: (family, per-origin balancing, composition-only rows)
-    "cgcnn": ("cgcnn", False, False),
-    "cgcnn_balanced": ("cgcnn", True, False),
-    "cosnet": ("cosnet", False, True),
-    "cosnet_balanced": ("cosnet", True, True),
+CANDIDATES = {  # name: (family, per-origin balancing, composition-only rows, what it is)
+    "cgcnn": ("cgcnn", False, False, "de-CGCNN classifier on the structures"),
+    "cgcnn_balanced": ("cgcnn", True, False, "de-CGCNN with per-origin class balancing"),
+    "cosnet": ("cosnet", False, True, "COSNet: structures plus composition-only rows, modal-availability "
+               "augmentation"),
+    "cosnet_balanced": ("cosnet", True, True, "COSNet with per-origin class balancing"),
 }
+
+
+def candidate_words(name: str, voxel: dict | None) -> str:
+    """What a candidate is, in words (the voxel CNN with how far it was trained)."""
+    if name in CANDIDATES:
+        return CANDIDATES[name][3]
+    if name.startswith("ensemble_"):
+        return "mean of the validation-calibrated logits of the two candidates best on validation"
+    if name == "voxel_cnn" and voxel:
+        cap = "" if voxel["finished"] else ", stopped by its time cap (resumable)"
+        return (f"voxel CNN on the training structures with random rotations, lr {voxel['lr']:g}: "
+                f"{voxel['epochs_run']} of {voxel['epochs_planned']} epochs{cap}, best validation loss at epoch "
+                f"{voxel['best_epoch']}; scored over {voxel['ensemble']} rotations per crystal"
+                + (f". Training warned: {voxel['warning']}" if voxel.get("warning") else ""))
+    return name
 
 
 def run_candidates(bench: Benchmark) -> dict[str, Path]:
     """Train (or reuse) every candidate; returns their model files."""
     files = {}
     for name in bench.config.candidates:
-        family, weighted, comps = CANDIDATES[name]
+        family, weighted, comps, _ = CANDIDATES[name]
         run = bench.work / "runs" / name
         if not bench.has(name):
             t0 = time.perf_counter()
             loaded = bench.fit_graph(name, family, weighted=weighted, compositions=comps)
             bench.store(name, bench.model_scores(loaded), time.perf_counter() - t0)
         files[name] = run / "model.pt"
-    if bench.config.voxel_epochs and not bench.has("voxel_cnn"):
+    if bench.config.voxel_epochs:
         files["voxel_cnn"] = run_voxel(bench)
     elif bench.has("voxel_cnn"):
         files["voxel_cnn"] = bench.work / "runs" / "voxel_cnn" / "model.pt"
@@ -266,7 +283,9 @@ def run_candidates(bench: Benchmark) -> dict[str, Path]:
 
 
 def run_voxel(bench: Benchmark) -> Path:
-    """The voxel CNN on the full train split (resumable; scored when its epochs are done)."""
+    """The voxel CNN on the full train split, trained within its time cap (resumable) and scored at
+    the epoch it has reached, so that its row is reported whatever it reaches; a later run that
+    trains it further scores it again."""
     from cosynth.models.registry import load_model
     from cosynth.training.voxel import TrainConfig, train_voxel
 
@@ -276,9 +295,22 @@ def run_voxel(bench: Benchmark) -> Path:
     metrics = train_voxel(bench.frame[["id", "cif", LABEL, "split"]], run, TrainConfig(
         label=LABEL, epochs=c.voxel_epochs, seed=c.seed, lr=c.voxel_lr, id_column="id", structure_column="cif",
         split_column="split", max_minutes=c.voxel_max_minutes), progress=False)
-    if metrics.get("finished"):
-        bench.store("voxel_cnn", bench.model_scores(load_model(run / "model.pt"), ensemble=8), time.perf_counter() - t0)
+    state = {"epochs_planned": c.voxel_epochs, **{k: metrics[k] for k in ("epochs_run", "best_epoch", "finished")},
+             "lr": c.voxel_lr, "ensemble": c.voxel_ensemble, "warning": metrics.get("warning")}
+    if not bench.has("voxel_cnn") or voxel_state(bench) != state:
+        bench.store("voxel_cnn", bench.model_scores(load_model(run / "model.pt"), ensemble=c.voxel_ensemble),
+                    time.perf_counter() - t0)
+        atomic_write_json(bench.work / VOXEL_STATE, state)
     return run / "model.pt"
+
+
+VOXEL_STATE = "voxel_scored.json"
+
+
+def voxel_state(bench: Benchmark) -> dict | None:
+    """How far the scored voxel CNN was trained (epochs run of planned, best epoch), if it was."""
+    path = bench.work / VOXEL_STATE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 BASELINES = {
@@ -390,7 +422,8 @@ def _result(bench: Benchmark, judged: dict, candidates: list[str], winner: str |
             "positives": {s: int(f.loc[f["split"] == s, LABEL].sum()) for s in SPLITS},
             "label_sources": f["label_source"].value_counts().to_dict(),
             "baselines": {k: v for k, v in BASELINES.items() if k in judged}, "leaky": list(LEAKY),
-            "candidates": candidates, "winner": winner, "scores": judged,
+            "candidates": candidates, "winner": winner, "scores": judged, "voxel": voxel_state(bench),
+            "candidate_words": {c: candidate_words(c, voxel_state(bench)) for c in candidates},
             "seconds": json.loads(saved.read_text()) if saved.exists() else {},
             "wall_seconds_this_command": round(seconds, 1)}
 

@@ -11,8 +11,8 @@ from cosynth.io.files import atomic_write_json, atomic_write_text
 
 TARGETS = {"roc_auc": (">=", 0.88), "within_origin_auc": (">=", 0.78), "polymorph_pair_auc": (">=", 0.70),
            "ece": ("<=", 0.05)}
-SHOWN = ("roc_auc", "pr_auc", "within_origin_auc", "polymorph_pair_auc", "ece", "brier", "accuracy", "precision",
-         "recall", "specificity")
+SHOWN = ("roc_auc", "pr_auc", "within_origin_auc", "polymorph_pair_auc", "polymorph_pair_auc_pooled", "ece", "brier",
+         "accuracy", "precision", "recall", "specificity")
 COMMAND = "cosynth benchmark synth"
 FULL_COVERAGE = 0.99  # a score on at least this share of the test rows counts as covering them all
 
@@ -117,6 +117,16 @@ def _figures(out: Path, bench, result: dict) -> list[str]:
     return names
 
 
+def _pair_sentence(result: dict) -> str:
+    """How many polymorph pairs and formulas the test split has, and how much its largest formula holds."""
+    pairs = result["scores"].get("origin_only", {}).get("polymorph_pairs")
+    if not pairs or not pairs["pairs"]:
+        return ""
+    return (f"The test split has {pairs['pairs']} such pairs over {pairs['formulas']} formulas; "
+            f"{pairs['largest_formula']} alone holds {pairs['largest_pairs']} "
+            f"({pairs['largest_pairs'] / pairs['pairs']:.0%}), so the pooled share mostly measures that one formula.")
+
+
 def write_report(out: Path, bench, result: dict) -> None:
     """``README.md``, ``benchmark.json`` and ``figures/`` in ``out``, all from ``result`` and the scores."""
     out.mkdir(parents=True, exist_ok=True)
@@ -146,9 +156,11 @@ def write_report(out: Path, bench, result: dict) -> None:
              "Each score is calibrated on validation (Platt scaling, so rankings are unchanged); threshold "
              "metrics use a threshold fixed on validation (best balanced accuracy). Brackets: 95 % bootstrap "
              "intervals over test formulas. *Within-origin*: mean ROC AUC inside each origin that has both classes "
-             "(origin alone scores 0.5). *Polymorph pairs*: share of same-formula (ICSD, theoretical) pairs ranked "
-             "right (composition alone scores 0.5). Rows a baseline lacks (e.g. no energy above hull) are left out "
-             "of that baseline's row only (`test rows`).", "",
+             "(origin alone scores 0.5). *Polymorph pairs*: for each test formula with both labels, the share of its "
+             "(ICSD, theoretical) pairs ranked right, averaged over those formulas so that each counts once "
+             "(composition alone scores 0.5); *pooled*: the share over all pairs. "
+             + _pair_sentence(result) + " Rows a baseline lacks (e.g. no energy above hull) are left out of that "
+             "baseline's row only (`test rows`).", "",
              _md_table(results_table(result)), ""]
     if result["winner"]:
         lines += [f"**Chosen on validation**: `{result['winner']}` (mean of overall, within-origin and polymorph-pair "
@@ -161,6 +173,7 @@ def write_report(out: Path, bench, result: dict) -> None:
         lines += [f"| {k} | {v['winner_ci_low']:.3f} | {v['best_baseline']} | {v['best_baseline_value']:.3f} | "
                   f"{'yes' if v['beats_by_more_than_ci'] else 'no'} |" for k, v in result["beats_baselines"].items()]
         lines += [""]
+    lines += ["## Candidates", ""] + [f"- `{k}`: {v}" for k, v in result["candidate_words"].items()] + [""]
     lines += ["## Baselines", ""] + [f"- `{k}`: {v}" for k, v in result["baselines"].items()] + [""]
     lines += ["## Figures", ""] + [f"![{Path(p).stem}]({p})" for p in result["figures"]] + [""]
     atomic_write_text(out / "README.md", "\n".join(lines) + "\n")

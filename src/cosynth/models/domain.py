@@ -118,6 +118,7 @@ def mean_latent(model, imager, angles, sampler: str) -> np.ndarray:
     return feats.numpy().astype(np.float64).mean(axis=0)
 
 
+DOMAIN_CRYSTALS = 2000  # training crystals that describe a model's applicability domain, at most
 LATENT_ROTATIONS = 4  # rotations per crystal for its latent description (fixed, seeded)
 LATENT_KEY = 0xAD
 
@@ -170,16 +171,26 @@ class DomainScorer:
 def training_domain(model, ids, structures, sampler: str = "haar", seed: int = 0) -> dict:
     """fit_domain over training crystals, with their latent features from the trained model.
 
+    A large training set is described by a seeded sample of :data:`DOMAIN_CRYSTALS` of its
+    crystals: the neighbour distances need no more, and each costs a few forward passes and
+    stays in the model file.
+
     Args:
         model: the trained voxel CNN.
         ids, structures: aligned training crystal ids and structures.
-        sampler, seed: the rotation sampler and seed of :func:`latent_angles`.
+        sampler, seed: the rotation sampler and seed of :func:`latent_angles` (the seed also
+            draws the sample).
 
     Returns:
         The :func:`fit_domain` statistics (descriptor and latent space).
     """
     from cosynth.represent.voxel import CrystalImager
 
+    ids, structures = list(ids), list(structures)
+    if len(ids) > DOMAIN_CRYSTALS:
+        keep = np.sort(np.random.default_rng(np.random.SeedSequence([seed, 0xD0])).choice(
+            len(ids), DOMAIN_CRYSTALS, replace=False))
+        ids, structures = [ids[i] for i in keep], [structures[i] for i in keep]
     latent = np.array([mean_latent(model, CrystalImager.from_structure(s), latent_angles(seed, i, sampler), "haar")
                        for i, s in zip(ids, structures)])
     return fit_domain(structures, latent)
