@@ -254,7 +254,8 @@ def candidate_words(name: str, voxel: dict | None) -> str:
     if name in CANDIDATES:
         return CANDIDATES[name][3]
     if name.startswith("ensemble_"):
-        return "mean of the validation-calibrated logits of the two candidates best on validation"
+        return ("mean of the validation-calibrated logits of the two candidates best on validation (reported only: "
+                "it is not one model file, so it cannot be the shipped default)")
     if name == "voxel_cnn" and voxel:
         cap = "" if voxel["finished"] else ", stopped by its time cap (resumable)"
         return (f"voxel CNN on the training structures with random rotations, lr {voxel['lr']:g}: "
@@ -396,11 +397,11 @@ def benchmark_synth(out, *, work=None, data_root=None, config: BenchmarkConfig |
     candidates = [c for c in files if bench.has(c)]
     judged = judge(bench, [*BASELINES, *candidates])
     ensemble = add_ensemble(bench, judged, candidates)
-    if ensemble:
+    if ensemble:  # reported beside the others; it cannot ship as one model file, so it is never the winner
         judged.update(judge(bench, [ensemble]))
         candidates.append(ensemble)
-    fair = [c for c in candidates if c in judged]
-    winner = max(fair, key=lambda c: selection_score(judged[c]["validation"])) if fair else None
+    shippable = [c for c in candidates if c in judged and not c.startswith("ensemble_")]  # one model file each
+    winner = max(shippable, key=lambda c: selection_score(judged[c]["validation"])) if shippable else None
     result = _result(bench, judged, candidates, winner, time.perf_counter() - t_start)
     from cosynth.experiments.synth_benchmark_report import write_report
 
@@ -450,8 +451,6 @@ def install_models(bench: Benchmark, judged: dict, winner: str, files: dict, res
     if "voxel_cnn" in files and "voxel_cnn" in judged:
         targets["cosynth-synth-voxel"] = "voxel_cnn"
     for name, candidate in targets.items():
-        if candidate.startswith("ensemble_"):
-            candidate = candidate.removeprefix("ensemble_").split("+")[0]  # ship the best single member
         loaded = load_model(files[candidate])
         report = judged[candidate]
         meta = {**loaded.meta, "calibration": report["calibration"], "threshold": report["threshold"],

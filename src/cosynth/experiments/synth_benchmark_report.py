@@ -163,8 +163,9 @@ def write_report(out: Path, bench, result: dict) -> None:
              "baseline's row only (`test rows`).", "",
              _md_table(results_table(result)), ""]
     if result["winner"]:
-        lines += [f"**Chosen on validation**: `{result['winner']}` (mean of overall, within-origin and polymorph-pair "
-                  "validation AUC).", ""]
+        lines += [f"**Chosen on validation**: `{result['winner']}`, the single model with the best mean of overall, "
+                  "within-origin and polymorph-pair validation AUC; it ships as `cosynth-synth`, and the targets "
+                  "below are its test values.", ""]
         lines += ["| target | value | met |", "|---|---|---|"]
         lines += [f"| {k} {v['target']} | {v['value']:.3f} | {'yes' if v['met'] else 'no'} |"
                   for k, v in result["targets"].items()]
