@@ -118,6 +118,14 @@ def test_demo_runs_the_bundled_model_on_packaged_examples():
     # TlBiSe2 spans 91.6 Å and Li10GeP2S12 is disordered: error rows, not a crash
     assert "TlBiSe2" in res.output and "disordered" in res.output
     assert "ROC AUC" in res.output and "absurd" in res.output and "made" in res.output  # the three groups
+    assert "Mean likelihood by group (made / hypothetical / absurd): cosynth-synth" in res.output
+
+
+def test_demo_shows_the_published_model_beside_the_default(shared_path):
+    weights = shared_path("reference/xiespp/weights0500.h5")
+    res = runner.invoke(app, ["demo", "--ensemble", "2", "--xiespp-weights", str(weights)])
+    assert res.exit_code == 0, res.output
+    assert "; published XIE-SPP " in res.output
 
 
 def test_baselines_command_scores_the_test_rows(tmp_path, mp_sample):

@@ -175,21 +175,41 @@ def demo_crystals() -> list:
     return made + hypothetical + absurd
 
 
-def demo(ensemble: int = typer.Option(30, "--ensemble", "-E")) -> None:
+def demo(
+    ensemble: int = typer.Option(30, "--ensemble", "-E"),
+    xiespp_weights: Optional[Path] = typer.Option(
+        None, help="Published XIE-SPP weights0500.h5 to show beside the default model (default: "
+                   "shared/reference/xiespp beside the shared data, when there)."),
+) -> None:
     """Predict with the default model on made, hypothetical and absurd crystals; print its benchmark line."""
-    from cosynth.models.registry import DEFAULT_MODEL, PRETRAINED_DIR, load_model
+    from cosynth.config import data_root
+    from cosynth.models.registry import DEFAULT_MODEL, PRETRAINED_DIR, load_model, published_xiespp
     from cosynth.predict import predict as run_predict
 
     pairs = demo_crystals()
+    inputs, groups = [item for _, item in pairs], [group for group, _ in pairs]
     loaded = load_model(DEFAULT_MODEL)
     typer.echo(f"cosynth demo: default model {DEFAULT_MODEL!r} ({loaded.family}, inputs: {loaded.inputs}) on "
                f"{len(pairs)} crystals: pymatgen's examples (made), hypothetical polymorphs and absurd ones\n")
-    result = run_predict([item for _, item in pairs], loaded, ensemble=ensemble, seed=0, progress=True)
-    table = result.crystals.assign(group=[group for group, _ in pairs])
-    shown = [c for c in ("group", "id", "formula", "modality", "likelihood", "std", "label", "status", "error")
-             if c in table.columns]
+    table = run_predict(inputs, loaded, ensemble=ensemble, seed=0, progress=True).crystals.assign(group=groups)
+    means = {DEFAULT_MODEL: _group_means(table)}
+    weights = xiespp_weights or data_root(must_exist=False).parent / "reference" / "xiespp" / "weights0500.h5"
+    if weights.is_file():
+        published = run_predict(inputs, published_xiespp(weights), ensemble=ensemble, seed=0).crystals
+        table["xiespp"] = published["likelihood"].to_numpy()
+        means["published XIE-SPP"] = _group_means(published.assign(group=groups))
+    shown = [c for c in ("group", "id", "formula", "modality", "likelihood", "std", "label", "xiespp",
+                         "status", "error") if c in table.columns]
     print_table(table[shown])
-    typer.echo("\n" + benchmark_line(loaded) + f"\nIts card: {PRETRAINED_DIR / (DEFAULT_MODEL + '.md')}")
+    typer.echo("\nMean likelihood by group (made / hypothetical / absurd): " + "; ".join(
+        f"{name} {' / '.join(f'{v:.2f}' for v in values)}" for name, values in means.items()))
+    typer.echo(benchmark_line(loaded) + f"\nIts card: {PRETRAINED_DIR / (DEFAULT_MODEL + '.md')}")
+
+
+def _group_means(table) -> list[float]:
+    """Mean likelihood of the demo's made, hypothetical and absurd crystals (rows that were predicted)."""
+    ok = table[table["status"] == "ok"]
+    return [float(ok.loc[ok["group"] == g, "likelihood"].mean()) for g in ("made", "hypothetical", "absurd")]
 
 
 def benchmark_line(loaded) -> str:

@@ -230,12 +230,10 @@ def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
         loaded = bench.fit_graph("roost", "roost", weighted=False, compositions=True, mode="composition")
         bench.store("roost_composition", bench.model_scores(loaded), time.perf_counter() - t0)
     if xiespp_weights is not None and Path(xiespp_weights).exists() and not bench.has("xiespp_published"):
-        from cosynth.models.registry import LoadedModel, image_spec
-        from cosynth.models.voxel_cnn.model import VoxelCNN, load_keras_weights
+        from cosynth.models.registry import published_xiespp
 
         t0 = time.perf_counter()
-        net = load_keras_weights(VoxelCNN(), xiespp_weights)
-        loaded = LoadedModel.wrap(net, image=image_spec("xiespp"), task="classification")
+        loaded = published_xiespp(xiespp_weights)
         bench.store("xiespp_published", bench.model_scores(loaded, ensemble=bench.config.xiespp_ensemble),
                     time.perf_counter() - t0)
 

@@ -29,7 +29,7 @@ from cosynth.io.files import atomic_write
 from cosynth.represent import voxel
 
 __all__ = ["DEFAULT_MODEL", "FAMILIES", "FORMAT", "PRETRAINED_DIR", "LoadedModel", "bundled_models", "image_spec",
-           "load_model", "model_class", "resolve_model_path", "save_model"]
+           "load_model", "model_class", "published_xiespp", "resolve_model_path", "save_model"]
 
 FORMAT = "cosynth-model/2"
 READABLE_FORMATS = ("cosynth-model/1", FORMAT)
@@ -218,3 +218,13 @@ def load_model(name_or_path=DEFAULT_MODEL) -> LoadedModel:
     meta = _complete({k: v for k, v in payload.items() if k != "state_dict"})
     meta["path"] = str(path)
     return LoadedModel(network.eval(), meta)
+
+
+def published_xiespp(weights) -> LoadedModel:
+    """The published XIE-SPP Keras weights as a model in memory (their own sampler), for comparisons only:
+    their license forbids redistributing a converted file, so nothing is written."""
+    from cosynth.models.voxel_cnn.model import VoxelCNN, load_keras_weights
+
+    net = load_keras_weights(VoxelCNN(), weights)
+    return LoadedModel.wrap(net, image=image_spec("xiespp"), task="classification",
+                            provenance={"source": f"published XIE-SPP weights ({Path(weights).name})"})
