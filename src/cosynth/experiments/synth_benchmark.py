@@ -324,8 +324,14 @@ BASELINES = {
 LEAKY = ("clscore_pucgcnn",)
 
 
+# a voxel likelihood is a mean over rotations, shipped as it is (its spread and per-rotation labels are on
+# that scale), so it is judged as it ships
+SHIPPED_UNCALIBRATED = ("voxel_cnn",)
+
+
 def judge(bench: Benchmark, names: list[str]) -> dict[str, dict]:
-    """Calibrate each score on validation and judge it on the test rows it covers."""
+    """Calibrate each score on validation (except those shipped uncalibrated) and judge it on the
+    test rows it covers."""
     from cosynth.evaluate.benchmark import score_report, threshold_from_validation
 
     f = bench.frame
@@ -337,14 +343,15 @@ def judge(bench: Benchmark, names: list[str]) -> dict[str, dict]:
         test = (f["split"] == "test").to_numpy() & np.isfinite(s)
         if val.sum() < 10 or test.sum() < 10 or len(set(y[val])) < 2:
             continue
-        a, b = platt(s[val], y[val])
+        calibrated = name not in SHIPPED_UNCALIBRATED
+        a, b = platt(s[val], y[val]) if calibrated else (1.0, 0.0)
         prob = 1.0 / (1.0 + np.exp(-(a * s + b)))
         threshold = threshold_from_validation(y[val], prob[val])
         report = score_report(y[test], prob[test], f["origin"].to_numpy()[test], f["formula"].to_numpy()[test],
                               threshold=threshold, n_boot=bench.config.n_boot, seed=bench.config.seed)
         val_report = score_report(y[val], prob[val], f["origin"].to_numpy()[val], f["formula"].to_numpy()[val],
                                   threshold=threshold, n_boot=0, seed=bench.config.seed)
-        report.update(calibration={"a": a, "b": b}, validation=val_report["metrics"],
+        report.update(calibration={"a": a, "b": b}, calibrated=calibrated, validation=val_report["metrics"],
                       coverage=float(test.sum() / (f["split"] == "test").sum()))
         out[name] = report
     return out
@@ -454,7 +461,7 @@ def install_models(bench: Benchmark, judged: dict, winner: str, files: dict, res
         meta = {**loaded.meta, "calibration": report["calibration"], "threshold": report["threshold"],
                 "metrics": {**report["metrics"], "benchmark_split": result["split_fingerprint"]},
                 "provenance": {**loaded.meta.get("provenance", {}), "benchmark": f"cosynth benchmark synth ({candidate})"}}
-        if loaded.family == "voxel_cnn":  # voxel likelihoods are rotation means; they ship uncalibrated
+        if not report["calibrated"]:
             meta.pop("calibration")
         save_model(loaded.network, folder / f"{name}.pt", meta)
         atomic_write_text(folder / f"{name}.md", model_card(name, candidate, result))

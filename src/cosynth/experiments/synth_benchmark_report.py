@@ -153,7 +153,8 @@ def write_report(out: Path, bench, result: dict) -> None:
              f"- Composition-only training rows (PU-CGCNN lists, no validation/test formula): "
              f"{c['composition_rows'] if c['composition_rows'] is not None else 'all'}.", "",
              "## Test results", "",
-             "Each score is calibrated on validation (Platt scaling, so rankings are unchanged); threshold "
+             "Each score is calibrated on validation (Platt scaling, so rankings are unchanged; the voxel CNN "
+             "is judged as it ships, a mean over rotations); threshold "
              "metrics use a threshold fixed on validation (best balanced accuracy). Brackets: 95 % bootstrap "
              "intervals over test formulas. *Within-origin*: mean ROC AUC inside each origin that has both classes "
              "(origin alone scores 0.5). *Polymorph pairs*: for each test formula with both labels, the share of its "
@@ -187,10 +188,12 @@ def model_card(name: str, candidate: str, result: dict) -> str:
              f"Exported by `{COMMAND} --install` from the candidate `{candidate}` (split fingerprint "
              f"`{result['split_fingerprint']}`). All numbers are its test results in the benchmark report "
              "(`reports/synth-benchmark/`).", "",
+             f"**What it is**: {result.get('candidate_words', {}).get(candidate, candidate)}.", "",
              "**What it predicts**: the likelihood that a crystal (or, for composition-aware models, a formula) is "
              "experimentally realised (an ICSD-tagged Materials Project entry) rather than only computed. "
-             "Likelihoods are calibrated on the validation split (Platt scaling); `label` uses the validation "
-             f"threshold {report['threshold']:.3f}.", "",
+             + ("Likelihoods are calibrated on the validation split (Platt scaling)" if report.get("calibrated", True)
+                else "Likelihoods are the mean over random rotations, not recalibrated")
+             + f"; `label` uses the validation threshold {report['threshold']:.3f}.", "",
              "| metric | test value |", "|---|---|"]
     lines += [f"| {k} | {_cell(report, k)} |" for k in SHOWN]
     rivals = [b for b in result["baselines"] if b in result["scores"] and b not in result["leaky"]]
