@@ -125,3 +125,16 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
         assert pred["status"].iloc[0] == "error" and "needs a structure" in pred["error"].iloc[0]
     else:
         assert pred["status"].iloc[0] == "ok" and 0 <= pred["likelihood"].iloc[0] <= 1
+
+
+def test_balancing_effects_compare_each_candidate_with_its_balanced_twin():
+    from cosynth.experiments.synth_benchmark_report import balancing_effects
+
+    def scored(*values):
+        return {"metrics": dict(zip(("roc_auc", "within_origin_auc", "polymorph_pair_auc"), values))}
+
+    result = {"scores": {"cgcnn": scored(0.8, 0.7, 0.6), "cgcnn_balanced": scored(0.75, 0.78, 0.61),
+                         "cosnet_balanced": scored(0.8, 0.8, 0.8)}}  # no unbalanced twin: no line
+    assert balancing_effects(result) == ["- `cgcnn` → `cgcnn_balanced` (per-origin class balancing, test): "
+                                         "roc_auc 0.800 → 0.750, within_origin_auc 0.700 → 0.780, "
+                                         "polymorph_pair_auc 0.600 → 0.610."]

@@ -117,6 +117,20 @@ def _figures(out: Path, bench, result: dict) -> list[str]:
     return names
 
 
+def balancing_effects(result: dict) -> list[str]:
+    """What per-origin class balancing changed, in words, for each candidate trained with and without it."""
+    keys = ("roc_auc", "within_origin_auc", "polymorph_pair_auc")
+    lines = []
+    for name in result["scores"]:
+        plain = name.removesuffix("_balanced")
+        if name == plain or plain not in result["scores"]:
+            continue
+        change = ", ".join(f"{k} {result['scores'][plain]['metrics'][k]:.3f} → {result['scores'][name]['metrics'][k]:.3f}"
+                           for k in keys)
+        lines.append(f"- `{plain}` → `{name}` (per-origin class balancing, test): {change}.")
+    return lines
+
+
 def _pair_sentence(result: dict) -> str:
     """How many polymorph pairs and formulas the test split has, and how much its largest formula holds."""
     pairs = result["scores"].get("origin_only", {}).get("polymorph_pairs")
@@ -176,6 +190,9 @@ def write_report(out: Path, bench, result: dict) -> None:
                   f"{'yes' if v['beats_by_more_than_ci'] else 'no'} |" for k, v in result["beats_baselines"].items()]
         lines += [""]
     lines += ["## Candidates", ""] + [f"- `{k}`: {v}" for k, v in result["candidate_words"].items()] + [""]
+    if balanced := balancing_effects(result):
+        lines += ["What balancing the classes within every origin changed (so that the origin alone says nothing "
+                  "about the label in training):", "", *balanced, ""]
     lines += ["## Baselines", ""] + [f"- `{k}`: {v}" for k, v in result["baselines"].items()] + [""]
     lines += ["## Figures", ""] + [f"![{Path(p).stem}]({p})" for p in result["figures"]] + [""]
     atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
