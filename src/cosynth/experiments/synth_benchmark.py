@@ -49,7 +49,7 @@ class BenchmarkConfig:
     n_boot: int = 200
     quick: bool = False
     max_rows: int | None = None  # quick runs: this many structures (whole formulas)
-    candidates: tuple = ("cgcnn", "cgcnn_balanced", "cosnet_balanced")
+    candidates: tuple = ("cgcnn", "cgcnn_balanced", "cosnet", "cosnet_balanced")
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -264,8 +264,12 @@ def candidate_words(name: str, voxel: dict | None) -> str:
 
 
 def run_candidates(bench: Benchmark) -> dict[str, Path]:
-    """Train (or reuse) every candidate; returns their model files."""
+    """Train (or reuse) every candidate, the voxel CNN first; returns their model files."""
     files = {}
+    if bench.config.voxel_epochs:
+        files["voxel_cnn"] = run_voxel(bench)
+    elif bench.has("voxel_cnn"):
+        files["voxel_cnn"] = bench.work / "runs" / "voxel_cnn" / "model.pt"
     for name in bench.config.candidates:
         family, weighted, comps, _ = CANDIDATES[name]
         run = bench.work / "runs" / name
@@ -274,10 +278,6 @@ def run_candidates(bench: Benchmark) -> dict[str, Path]:
             loaded = bench.fit_graph(name, family, weighted=weighted, compositions=comps)
             bench.store(name, bench.model_scores(loaded), time.perf_counter() - t0)
         files[name] = run / "model.pt"
-    if bench.config.voxel_epochs:
-        files["voxel_cnn"] = run_voxel(bench)
-    elif bench.has("voxel_cnn"):
-        files["voxel_cnn"] = bench.work / "runs" / "voxel_cnn" / "model.pt"
     return files
 
 
