@@ -197,6 +197,10 @@ class Benchmark:
     def model_scores(self, loaded, *, ensemble: int = 1) -> np.ndarray:
         """Scores (logits of the likelihood) of a model file's predictions for the validation and
         test rows, through the same path as ``cosynth predict``; NaN for training rows."""
+        from cosynth.models.registry import LoadedModel
+
+        if loaded.meta.get("domain"):  # domain scores never change a likelihood, and cost forward passes
+            loaded = LoadedModel(loaded.network, {k: v for k, v in loaded.meta.items() if k != "domain"})
         rows = (self.frame["split"] != "train").to_numpy()
         sub = self.frame.loc[rows, ["id", "formula", "cif"]]
         pred = loaded.predict(sub, ensemble=ensemble, seed=self.config.seed, progress=self.progress).crystals
