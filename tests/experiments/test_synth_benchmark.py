@@ -35,22 +35,29 @@ def test_shortcut_scores_get_chance_where_the_shortcut_cannot_help():
     auc, pairs = polymorph_pair_auc(y, composition_score, formula)
     assert pairs > 0 and auc == pytest.approx(0.5)
     assert polymorph_pair_auc(y, y.astype(float), formula)[0] == 1.0
+    assert polymorph_pair_auc(y, origin_score, formula, origin)[0] == pytest.approx(0.5)
 
 
-def test_polymorph_pairs_count_each_formula_once():
+def test_polymorph_pairs_count_each_group_once_and_stay_within_one_origin():
     # one formula with 10 x 10 polymorph pairs all ranked wrong, nine with one pair each ranked right
     y = np.array([1] * 10 + [0] * 10 + [1, 0] * 9)
     p = np.array([0.2] * 10 + [0.8] * 10 + [0.9, 0.1] * 9)
     formula = np.array(["SiO2"] * 20 + [f"F{i}" for i in range(9) for _ in range(2)])
     shares = polymorph_pair_shares(y, p, formula)
-    assert shares["mean"] == pytest.approx(0.9) and shares["pooled"] == pytest.approx(9 / 109)
-    assert (shares["pairs"], shares["formulas"], shares["largest_formula"], shares["largest_pairs"]) == (
-        109, 10, "SiO2", 100)
+    assert shares["mean"] == pytest.approx(0.9) and shares["right"] / shares["pairs"] == pytest.approx(9 / 109)
+    assert (shares["pairs"], shares["groups"], shares["largest_group"], shares["largest_pairs"]) == (109, 10, "SiO2", 100)
     assert polymorph_pair_auc(y, p, formula) == (pytest.approx(0.9), 109)
-    report = score_report(y, p, np.repeat("o", len(y)), formula, threshold=0.5, n_boot=50)
-    assert report["metrics"]["polymorph_pair_auc_pooled"] == pytest.approx(9 / 109)
+    # the ICSD polymorph of each formula comes from one file, the theoretical one from another
+    origin = np.where(y == 1, "icsd_rich", "theory_rich")
+    by_origin = np.where(origin == "icsd_rich", 0.9, 0.1)
+    assert polymorph_pair_auc(y, by_origin, formula)[0] == 1.0  # any origin: the origin shortcut wins
+    assert np.isnan(polymorph_pair_auc(y, by_origin, formula, origin)[0])  # no pair within one origin
+    origin = np.array(["a"] * 20 + ["b", "b"] * 9)
+    report = score_report(y, p, origin, formula, threshold=0.5, n_boot=50)
+    assert report["metrics"]["polymorph_pair_auc"] == pytest.approx(0.9)
+    assert report["metrics"]["polymorph_pair_auc_any_origin"] == pytest.approx(0.9)
     low, high = report["ci"]["polymorph_pair_auc"]
-    assert low <= 0.9 <= high and report["polymorph_pairs"]["largest_formula"] == "SiO2"
+    assert low <= 0.9 <= high and report["polymorph_pairs"]["largest_group"] == "SiO2 (a)"
 
 
 def test_calibration_error_and_threshold():
@@ -108,7 +115,7 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
         saved["scores"])
     assert saved["scores"]["origin_only"]["metrics"]["within_origin_auc"] == pytest.approx(0.5)
     readme = (out / "README.md").read_text()
-    assert "QUICK RUN" in readme and "## Candidates" in readme and "formulas so that each counts once" in readme
+    assert "QUICK RUN" in readme and "## Candidates" in readme and "one formula and one origin" in readme
     assert saved["voxel"]["epochs_run"] == 1 and saved["voxel"]["finished"] and "voxel_cnn" in saved["scores"]
     assert "1 of 1 epochs" in saved["candidate_words"]["voxel_cnn"]
     voxel = load_model(models / "cosynth-synth-voxel.pt")  # judged as it ships: a mean over rotations
