@@ -33,16 +33,23 @@ import pandas as pd
 from cosynth.io import CrystalRecord, iter_crystals
 from cosynth.io.crystals import count_inputs
 from cosynth.io.files import read_table, write_table
+from cosynth.io.validate import MAX_EXTENT
 from cosynth.models.registry import DEFAULT_MODEL, LoadedModel, load_model
 from cosynth.models.voxel_cnn.ensemble import crystal_images, image_probabilities, iter_crystal_images
 from cosynth.models.voxel_cnn.model import VoxelCNN
 
-__all__ = ["COLUMNS", "Prediction", "predict", "predict_records", "write_table"]
+__all__ = ["COLUMNS", "Prediction", "image_box_limit", "predict", "predict_records", "write_table"]
 
 COLUMNS = ["id", "formula", "modality", "likelihood", "std", "n_rotations", "consistent", "label", "status", "error",
            "source"]
 GRAPH_CHUNK = 256  # records featurised and predicted together by the graph families
 ROTATION_COLUMNS = ["id", "rotation", "alpha_deg", "beta_deg", "gamma_deg", "probability"]
+
+
+def image_box_limit(loaded: LoadedModel) -> float | None:
+    """The widest spread of a cell's atoms that the model can take (Å): only the voxel CNN images the
+    crystal in its 50 Å box; graph and composition models take any cell (None)."""
+    return MAX_EXTENT if loaded.family == "voxel_cnn" else None
 
 
 @dataclass
@@ -173,7 +180,8 @@ def predict(inputs, model=DEFAULT_MODEL, *, ensemble: int = 100, seed: int = 0, 
         extra = pd.DataFrame({"id": list(formulas), "formula": list(formulas)})
         inputs = [*_items(inputs), extra] if inputs is not None else [extra]
     records = iter_crystals(inputs, resolve_disorder=resolve_disorder, id_column=id_column,
-                            structure_column=structure_column, formula_column=formula_column, shard=shard)
+                            structure_column=structure_column, formula_column=formula_column, shard=shard,
+                            max_extent=image_box_limit(loaded))
     if skip_ids is not None:
         done = set(skip_ids)
         records = (r for r in records if r.id not in done)

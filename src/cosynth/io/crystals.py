@@ -28,7 +28,7 @@ from pymatgen.core.structure import IMolecule
 
 from cosynth.io.errors import ParseProblem, describe_error, detail, diagnose_cif
 from cosynth.io.shards import shard_of
-from cosynth.io.validate import MAX_ATOMS, CrystalValidationError, validate_structure
+from cosynth.io.validate import MAX_ATOMS, MAX_EXTENT, CrystalValidationError, validate_structure
 
 __all__ = ["CrystalRecord", "TableRows", "count_inputs", "iter_crystals", "read_crystals", "table_chunks",
            "table_row_ids", "to_structure"]
@@ -112,6 +112,7 @@ def iter_crystals(
     formula_column: str | None = None,
     resolve_disorder: str = "error",
     validate: bool = True,
+    max_extent: float | None = MAX_EXTENT,
     recursive: bool = True,
     shard: tuple[int, int] | None = None,
 ) -> Iterator[CrystalRecord]:
@@ -135,6 +136,7 @@ def iter_crystals(
         resolve_disorder: ``error`` rejects partially occupied sites, ``majority`` keeps the
             majority species.
         validate: run :func:`cosynth.io.validate.validate_structure` on each structure.
+        max_extent: its image-box check (Å); None for models that do not image the crystal.
         recursive: search folders' subfolders too (False: the top level only).
         shard: ``(i, N)`` yields only the crystals of shard i of N (:func:`cosynth.io.shards.shard_of`
             of the id; all crystals of a multi-structure file go with the file's id). Files and
@@ -148,7 +150,8 @@ def iter_crystals(
     if shard is not None and (shard[1] < 1 or not 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard must be (i, N) with 0 <= i < N, got {shard!r}")
     opts = _Options(id_column, structure_column, formula_column, recursive, shard)
-    return _iter(inputs, opts, resolve_disorder, validate)
+    checks = {"resolve_disorder": resolve_disorder, "max_extent": max_extent} if validate else None
+    return _iter(inputs, opts, checks)
 
 
 def count_inputs(inputs: Any, recursive: bool = True) -> int | None:
@@ -219,12 +222,12 @@ class _Options:
         return self.shard is None or shard_of(key, self.shard[1]) == self.shard[0]
 
 
-def _iter(inputs: Any, opts: _Options, resolve_disorder: str, validate: bool) -> Iterator[CrystalRecord]:
+def _iter(inputs: Any, opts: _Options, checks: dict | None) -> Iterator[CrystalRecord]:
     used: set[str] = set()
     for k, item in enumerate(_as_items(inputs)):
         for raw in _expand(item, k, opts):
             if opts.wants(raw.shard_key or raw.id):
-                yield _finish(raw, used, resolve_disorder, validate)
+                yield _finish(raw, used, checks)
 
 
 def _as_items(inputs: Any) -> Iterable[Any]:
@@ -237,16 +240,17 @@ def _as_items(inputs: Any) -> Iterable[Any]:
         return [inputs]
 
 
-def _finish(raw: _Raw, used: set[str], resolve_disorder: str, validate: bool) -> CrystalRecord:
-    """Validate a parsed crystal and give it an id no earlier record has."""
+def _finish(raw: _Raw, used: set[str], checks: dict | None) -> CrystalRecord:
+    """Validate a parsed crystal (``checks``: keywords of :func:`validate_structure`; None: do not)
+    and give it an id no earlier record has."""
     with warnings.catch_warnings():
         # pymatgen's warnings here (electronegativity of noble gases while sorting a formula,
         # numerical ones on odd cells) say nothing about the crystal the user could act on
         warnings.simplefilter("ignore")
-        return _finish_quietly(raw, used, resolve_disorder, validate)
+        return _finish_quietly(raw, used, checks)
 
 
-def _finish_quietly(raw: _Raw, used: set[str], resolve_disorder: str, validate: bool) -> CrystalRecord:
+def _finish_quietly(raw: _Raw, used: set[str], checks: dict | None) -> CrystalRecord:
     rid = _unique_id(raw.id, used)
     if raw.formula_only:
         return CrystalRecord(rid, None, FORMULA_ONLY, _clip(raw.error or "no structure"), raw.source, raw.formula,
@@ -256,9 +260,9 @@ def _finish_quietly(raw: _Raw, used: set[str], resolve_disorder: str, validate: 
         return CrystalRecord(rid, None, "error", _clip(message), raw.source, raw.formula, raw.extra)
     structure = raw.structure
     formula = _formula(structure)
-    if validate:
+    if checks is not None:
         try:
-            structure = validate_structure(structure, resolve_disorder=resolve_disorder)
+            structure = validate_structure(structure, **checks)
         except CrystalValidationError as exc:
             return CrystalRecord(rid, None, "error", _clip(str(exc)), raw.source, formula, raw.extra)
         except MemoryError as exc:

@@ -59,7 +59,7 @@ def validate_structure(
     structure: Structure,
     *,
     min_distance: float = MIN_DISTANCE,
-    max_extent: float = MAX_EXTENT,
+    max_extent: float | None = MAX_EXTENT,
     resolve_disorder: str = "error",
     max_atoms: int = MAX_ATOMS,
     max_cell_length: float = MAX_CELL_LENGTH,
@@ -77,7 +77,8 @@ def validate_structure(
     Args:
         structure: the crystal.
         min_distance: the smallest allowed interatomic distance (Å), periodic images included.
-        max_extent: the widest allowed Cartesian spread of the sites (Å), the image box.
+        max_extent: the widest allowed Cartesian spread of the sites (Å), the image box; None
+            skips this check (models that do not image the crystal).
         resolve_disorder: ``"error"`` fails on a disordered site; ``"majority"`` keeps the majority
             species of each disordered site instead (ties go to the species listed first).
         max_atoms, max_cell_length: the most atoms in the cell; the longest cell vector (Å).
@@ -111,7 +112,7 @@ def check_bounds(
     structure: Structure,
     *,
     min_distance: float = MIN_DISTANCE,
-    max_extent: float = MAX_EXTENT,
+    max_extent: float | None = MAX_EXTENT,
     max_atoms: int = MAX_ATOMS,
     max_cell_length: float = MAX_CELL_LENGTH,
     memory_budget: int = MEMORY_BUDGET,
@@ -169,7 +170,8 @@ def check_bounds(
     cart = frac @ matrix
     if not np.all(np.isfinite(cart)):
         raise CrystalValidationError("non-finite Cartesian coordinates (coordinates too large for the cell)")
-    _check_extent(cart, max_extent)
+    if max_extent is not None:
+        _check_extent(cart, max_extent)
     _check_search_budget(matrix, frac, min_distance, memory_budget)
     if n > _CROWD_CHECK_ATOMS:
         _check_crowding(matrix, frac, min_distance)

@@ -244,12 +244,14 @@ def _shard_items(inputs: list[str], staged: dict[int, str], shard: int) -> list:
 # ----------------------------------------------------------------------------- Ray stages
 
 
-def _parse_shard(row: dict, inputs, staged, shards, options: ScreenOptions) -> list[dict]:
-    """Ray task: the records of one shard, pickled, each with its position and the shard's count."""
+def _parse_shard(row: dict, inputs, staged, shards, options: ScreenOptions, max_extent: float | None) -> list[dict]:
+    """Ray task: the records of one shard, pickled, each with its position and the shard's count
+    (``max_extent``: the model's image box, :func:`cosynth.predict.image_box_limit`)."""
     shard, o = int(row["shard"]), options
     records = list(iter_crystals(_shard_items(inputs, staged, shard), shard=(shard, shards),
                                  resolve_disorder=o.resolve_disorder, id_column=o.id_column,
-                                 structure_column=o.structure_column, formula_column=o.formula_column))
+                                 structure_column=o.structure_column, formula_column=o.formula_column,
+                                 max_extent=max_extent))
     if not records:  # an empty shard still reports in, so that it is written and not waited for
         return [{"shard": shard, "position": -1, "count": 0, "payload": b""}]
     return [{"shard": shard, "position": j, "count": len(records), "payload": pickle.dumps(r)}
@@ -289,6 +291,9 @@ def _run(inputs, out: Path, options: ScreenOptions, manifest: dict, shards: int,
          gpus_per_actor, batch_size, progress) -> ScreenSummary:
     import ray
 
+    from cosynth.models.registry import load_model
+    from cosynth.predict import image_box_limit
+
     start = time.perf_counter()
     done_before = _finished_shards(out, manifest)
     todo = [s for s in range(shards) if s not in done_before]
@@ -305,7 +310,8 @@ def _run(inputs, out: Path, options: ScreenOptions, manifest: dict, shards: int,
         ctx.enable_progress_bars = False
         ds = ray.data.from_items([{"shard": s} for s in todo], override_num_blocks=len(todo))
         # Ray Data retries failed tasks and restarts dead actors, retrying their batches, by default
-        ds = ds.flat_map(_parse_shard, fn_args=(inputs, staged, shards, options), num_cpus=PARSE_CPUS)
+        max_extent = image_box_limit(load_model(options.model))
+        ds = ds.flat_map(_parse_shard, fn_args=(inputs, staged, shards, options, max_extent), num_cpus=PARSE_CPUS)
         ds = ds.map_batches(_Predictor, fn_constructor_args=(options, cpus_per_actor, gpus_per_actor),
                             batch_size=batch_size,
                             batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=actors),
