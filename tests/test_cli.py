@@ -108,14 +108,15 @@ def test_every_bundled_model_loads_by_name_with_its_card():
     assert default.meta["metrics"]["benchmark_split"] and 0.0 < default.meta["threshold"] < 1.0
     assert set(default.meta["calibration"]) == {"a", "b"}
     listed = runner.invoke(app, ["models"])
-    assert listed.exit_code == 0 and f"{DEFAULT_MODEL}: family={default.family}" in listed.output
+    assert listed.exit_code == 0 and f"{DEFAULT_MODEL} (default): family={default.family}" in listed.output
+    assert f"test AUC={default.metrics['roc_auc']:.3f}" in listed.output
 
 
 def test_demo_runs_the_bundled_model_on_packaged_examples():
     res = runner.invoke(app, ["demo", "--ensemble", "2"])
     assert res.exit_code == 0, res.output
     assert "Li2O" in res.output and "likelihood" in res.output
-    # TlBiSe2 spans 91.6 Å and Li10GeP2S12 is disordered: error rows, not a crash
+    # Li10GeP2S12 is disordered: an error row, not a crash (TlBiSe2, 91.6 Å long, is predicted: no image box)
     assert "TlBiSe2" in res.output and "disordered" in res.output
     assert "ROC AUC" in res.output and "absurd" in res.output and "made" in res.output  # the three groups
     assert "Mean likelihood by group (made / hypothetical / absurd): cosynth-synth" in res.output

@@ -11,14 +11,18 @@ from cosynth.cli.common import fail
 
 def models() -> None:
     """List the bundled models: family, inputs, task and test metrics."""
-    from cosynth.models.registry import bundled_models, load_model
+    from cosynth.models.registry import DEFAULT_MODEL, bundled_models, load_model
 
     for name in bundled_models():
         loaded = load_model(name)
         m = loaded.metrics
         sampler = f" sampler={loaded.sampler}" if loaded.sampler else ""
-        typer.echo(f"{name}: family={loaded.family} inputs={loaded.inputs} task={loaded.task}{sampler} "
-                   f"test AUC={m.get('roc_auc')} acc={m.get('accuracy')}")
+        shown = " ".join(f"{label}={m[key]:.3f}" for key, label in (
+            ("roc_auc", "test AUC"), ("within_origin_auc", "within-origin"), ("polymorph_pair_auc", "polymorph pairs"),
+            ("accuracy", "acc")) if isinstance(m.get(key), float))
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        typer.echo(f"{name}{default}: family={loaded.family} inputs={loaded.inputs} task={loaded.task}{sampler} "
+                   f"{shown}")
 
 
 def import_xiespp(
