@@ -108,13 +108,13 @@ def test_voxel_model_predicts_cifs_and_names_formula_only_rows(workdir):
     assert df["error"].iloc[3:].str.contains("voxel_cnn model needs a structure").all()
 
 
-def test_only_the_voxel_model_needs_the_atoms_inside_its_image_box(trained):
+def test_only_the_voxel_model_needs_the_atoms_inside_its_image_box(trained, tmp_path):
     # a 60 Å long cell: graph models take it whole; the voxel CNN's 50 Å box cannot hold it
     long_cell = Structure(Lattice.orthorhombic(4, 4, 60), ["Na", "Cl"], [[0, 0, 0.01], [0.5, 0.5, 0.99]])
     graph = load_model(trained["cgcnn"]).predict([long_cell]).crystals
     assert graph["status"].tolist() == ["ok"] and np.isfinite(graph["prediction"]).all()
     torch.manual_seed(0)
-    voxel = load_model(save_model(VoxelCNN(), trained["cgcnn"].parent / "voxel-box.pt", {"sampler": "haar"}))
+    voxel = load_model(save_model(VoxelCNN(), tmp_path / "voxel.pt", {"sampler": "haar"}))
     imaged = voxel.predict([long_cell], ensemble=2).crystals
     assert imaged["status"].tolist() == ["error"]
     assert imaged["error"].iloc[0] == "atoms span 58.8 Å along z (> 50 Å image box)"
