@@ -118,6 +118,11 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
     assert "QUICK RUN" in readme and "## Candidates" in readme and "one formula and one origin" in readme
     assert saved["voxel"]["epochs_run"] == 1 and saved["voxel"]["finished"] and "voxel_cnn" in saved["scores"]
     assert "1 of 1 epochs" in saved["candidate_words"]["voxel_cnn"]
+    assert saved["candidate_words"]["cgcnn"].endswith(", 2 epochs (best validation loss kept)")
+    table = pd.read_parquet(tmp_path / "work" / "benchmark.parquet")  # the scores kept beside the report
+    committed = pd.read_parquet(out / "scores.parquet")
+    assert committed["id"].tolist() == table.loc[table["split"] != "train", "id"].tolist()
+    assert set(saved["scores"]) <= set(committed.columns)
     voxel = load_model(models / "cosynth-synth-voxel.pt")  # judged as it ships: a mean over rotations
     assert not saved["scores"]["voxel_cnn"]["calibrated"] and "calibration" not in voxel.meta
     assert voxel.meta["threshold"] == saved["scores"]["voxel_cnn"]["threshold"]

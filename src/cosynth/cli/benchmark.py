@@ -18,7 +18,7 @@ def synth(
     xiespp_weights: Optional[Path] = typer.Option(
         None, help="Published XIE-SPP weights0500.h5 for their baseline row (default: shared/reference/xiespp)."),
     quick: bool = typer.Option(False, "--quick", help="A smoke test on a small subset (minutes)."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs of every graph model (default 20; quick 2)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs of every graph model (default 20, COSNet 40; quick 2)."),
     composition_rows: Optional[int] = typer.Option(None, help="Composition-only training rows (default 20000)."),
     voxel_epochs: Optional[int] = typer.Option(None, help="Epochs of the voxel candidate (0: none)."),
     voxel_max_minutes: Optional[float] = typer.Option(None, help="Time cap of the voxel training (resume later)."),
@@ -34,6 +34,8 @@ def synth(
     overrides = {k: v for k, v in {"epochs": epochs, "composition_rows": composition_rows,
                                    "voxel_epochs": voxel_epochs, "voxel_max_minutes": voxel_max_minutes}.items()
                  if v is not None}
+    if epochs is not None:  # the same for every graph model
+        overrides["candidate_epochs"] = {}
     config = replace(config, **overrides)
     try:
         root = data_root(data)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cosynth.io.files import atomic_write_json, atomic_write_text
+from cosynth.io.files import atomic_write_json, atomic_write_text, write_table
 
 TARGETS = {"roc_auc": (">=", 0.88), "within_origin_auc": (">=", 0.78), "polymorph_pair_auc": (">=", 0.70),
            "ece": ("<=", 0.05)}
@@ -144,6 +144,17 @@ def _pair_sentence(result: dict) -> str:
             f"{origin['metrics']['polymorph_pair_auc_any_origin']:.3f} there.")
 
 
+SCORES_FILE = "scores.parquet"
+
+
+def committed_scores(bench) -> pd.DataFrame:
+    """Every model's score on the validation and test rows, keyed on crystal ids: all that judging
+    needs, small enough to keep beside the report, so that a later run can add a candidate without
+    retraining the others."""
+    held_out = (bench.frame["split"] != "train").to_numpy()
+    return bench.scores.loc[held_out].reset_index(drop=True)
+
+
 def write_report(out: Path, bench, result: dict) -> None:
     """``README.md``, ``benchmark.json`` and ``figures/`` in ``out``, all from ``result`` and the scores."""
     out.mkdir(parents=True, exist_ok=True)
@@ -151,6 +162,7 @@ def write_report(out: Path, bench, result: dict) -> None:
     result["beats_baselines"] = beats_baselines(result)
     result["targets"] = targets_met(result)
     atomic_write_json(out / "benchmark.json", result)
+    write_table(committed_scores(bench), out / SCORES_FILE)
     c = result["config"]
     quick = " (QUICK RUN: a smoke test on a small subset, not a result)" if c["quick"] else ""
     lines = [f"# Synthesizability benchmark{quick}", "",
