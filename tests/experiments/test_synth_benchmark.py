@@ -101,7 +101,7 @@ def test_frozen_split_is_grouped_stratified_and_leak_free(shared_path):
 
 @pytest.mark.slow
 def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path):
-    from cosynth.experiments.synth_benchmark import BenchmarkConfig, benchmark_synth
+    from cosynth.experiments.synth_benchmark import BenchmarkConfig, benchmark_synth, quick_config
     from cosynth.models.registry import load_model
 
     shared = _shared(shared_path)
@@ -137,6 +137,20 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
         assert pred["status"].iloc[0] == "error" and "needs a structure" in pred["error"].iloc[0]
     else:
         assert pred["status"].iloc[0] == "ok" and 0 <= pred["likelihood"].iloc[0] <= 1
+
+    # a later run on a new work folder reuses the kept scores and trains only the new candidate
+    with pytest.raises(ValueError, match="other settings \\(epochs\\)"):
+        benchmark_synth(out, work=tmp_path / "other", data_root=shared / "data", reuse_scores=True,
+                        config=quick_config(epochs=3))
+    more = quick_config(candidates=("cgcnn", "cosnet_balanced", "cgcnn_balanced"))
+    again = benchmark_synth(out, work=tmp_path / "later", data_root=shared / "data", config=more,
+                            xiespp_weights=shared / "reference" / "xiespp" / "weights0500.h5", install=models,
+                            reuse_scores=True)
+    assert sorted(p.name for p in (tmp_path / "later" / "runs").iterdir()) == ["cgcnn_balanced"]
+    for name in ("origin_only", "xiespp_published", "cgcnn", "voxel_cnn"):
+        assert again["scores"][name]["metrics"] == saved["scores"][name]["metrics"]
+    assert "cgcnn_balanced" in again["scores"] and again["seconds"]["cgcnn"] == saved["seconds"]["cgcnn"]
+    assert load_model(models / "cosynth-synth.pt").meta["provenance"]["benchmark"].endswith(f"({again['winner']})")
 
 
 def test_balancing_effects_compare_each_candidate_with_its_balanced_twin():

@@ -23,6 +23,9 @@ def synth(
     voxel_epochs: Optional[int] = typer.Option(None, help="Epochs of the voxel candidate (0: none)."),
     voxel_max_minutes: Optional[float] = typer.Option(None, help="Time cap of the voxel training (resume later)."),
     install: bool = typer.Option(False, "--install", help="Ship the winner as the default model of cosynth predict."),
+    reuse_scores: bool = typer.Option(
+        False, "--reuse-scores", help="Start a new work folder from the scores the report folder kept (same split and "
+        "settings): only candidates new since that run train."),
 ) -> None:
     """Every labelled MP structure, one frozen split, baselines and candidates in one test table."""
     from dataclasses import replace
@@ -42,7 +45,7 @@ def synth(
         weights = xiespp_weights or root.parent / "reference" / "xiespp" / "weights0500.h5"
         out = out or Path("reports/synth-benchmark-quick" if quick else "reports/synth-benchmark")
         result = benchmark_synth(out, work=work, data_root=root, config=config, xiespp_weights=weights,
-                                 install=install, progress=True)
+                                 install=install, reuse_scores=reuse_scores, progress=True)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     typer.echo(f"wrote {out}/README.md and benchmark.json; chosen: {result['winner']}")

@@ -216,6 +216,35 @@ class Benchmark:
         return out
 
 
+def reuse_report_scores(bench: Benchmark, report: Path) -> list[str]:
+    """Start a new work folder from the scores a report folder kept (``scores.parquet``), so that
+    only what is new trains; only when that report ran on the same split with the same settings
+    (its candidates aside). Returns the names reused (none when the work folder has scores)."""
+    from cosynth.data.synth_benchmark import split_fingerprint
+    from cosynth.experiments.synth_benchmark_report import SCORES_FILE
+
+    report = Path(report)
+    if bench.scores_path.exists() or not (report / SCORES_FILE).exists():
+        return []
+    saved = json.loads((report / "benchmark.json").read_text())
+
+    def settings(config: dict) -> dict:
+        return json.loads(json.dumps({k: v for k, v in config.items() if k != "candidates"}))
+
+    if saved["split_fingerprint"] != split_fingerprint(bench.frame):
+        raise ValueError(f"{report} was run on another split ({saved['split_fingerprint']}); drop --reuse-scores")
+    if settings(saved["config"]) != settings(asdict(bench.config)):
+        changed = sorted(k for k, v in settings(asdict(bench.config)).items() if saved["config"].get(k) != v)
+        raise ValueError(f"{report} was run with other settings ({', '.join(changed)}); drop --reuse-scores")
+    kept = pd.read_parquet(report / SCORES_FILE)
+    bench.scores = bench.frame[["id"]].merge(kept, on="id", how="left")
+    write_table(bench.scores, bench.scores_path)
+    atomic_write_json(bench.work / "seconds.json", saved["seconds"])
+    if saved.get("voxel"):
+        atomic_write_json(bench.work / VOXEL_STATE, saved["voxel"])
+    return [c for c in kept.columns if c != "id"]
+
+
 def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
     """Every baseline's score on every row (skipping those already stored)."""
     from cosynth.audit.audit import describe_table
@@ -301,6 +330,11 @@ def run_voxel(bench: Benchmark) -> Path:
 
     c = bench.config
     run = bench.work / "runs" / "voxel_cnn"
+    reused = voxel_state(bench)
+    if (bench.has("voxel_cnn") and reused and reused["finished"] and not (run / "checkpoints").exists()
+            and (reused["epochs_planned"], reused["lr"], reused["ensemble"]) == (c.voxel_epochs, c.voxel_lr,
+                                                                                 c.voxel_ensemble)):
+        return run / "model.pt"  # scored in the report this run reuses; its model is the installed one
     t0 = time.perf_counter()
     metrics = train_voxel(bench.frame[["id", "cif", LABEL, "split"]], run, TrainConfig(
         label=LABEL, epochs=c.voxel_epochs, seed=c.seed, lr=c.voxel_lr, id_column="id", structure_column="cif",
@@ -388,7 +422,8 @@ def add_ensemble(bench: Benchmark, judged: dict, candidates: list[str]) -> str |
 
 
 def benchmark_synth(out, *, work=None, data_root=None, config: BenchmarkConfig | None = None,
-                    xiespp_weights=None, install: bool | Path = False, progress: bool = False) -> dict:
+                    xiespp_weights=None, install: bool | Path = False, reuse_scores: bool = False,
+                    progress: bool = False) -> dict:
     """Run (or resume) the synthesizability benchmark and write its report to ``out``.
 
     Args:
@@ -399,6 +434,8 @@ def benchmark_synth(out, *, work=None, data_root=None, config: BenchmarkConfig |
         xiespp_weights: the published XIE-SPP weights (``weights0500.h5``) for their baseline row.
         install: export the winner (and the voxel model, when trained) into ``cosynth/pretrained``,
             or into the folder given.
+        reuse_scores: start a new work folder from the scores ``out`` kept from an earlier run with the
+            same split and settings, so that only candidates new since then train.
         progress: progress bars.
 
     Returns:
@@ -408,6 +445,8 @@ def benchmark_synth(out, *, work=None, data_root=None, config: BenchmarkConfig |
     t_start = time.perf_counter()
     work = Path(work or ("runs/synth-benchmark-quick" if config.quick else "runs/synth-benchmark"))
     bench = Benchmark(work, config, data_root=data_root, progress=progress)
+    if reuse_scores and (reused := reuse_report_scores(bench, Path(out))):
+        print(f"reusing {len(reused)} scores kept in {out}: {', '.join(reused)}")
     run_baselines(bench, xiespp_weights=xiespp_weights)
     files = run_candidates(bench)
     candidates = [c for c in files if bench.has(c)]
@@ -467,7 +506,8 @@ def install_models(bench: Benchmark, judged: dict, winner: str, files: dict, res
     if "voxel_cnn" in files and "voxel_cnn" in judged:
         targets["cosynth-synth-voxel"] = "voxel_cnn"
     for name, candidate in targets.items():
-        loaded = load_model(files[candidate])
+        loaded = load_model(_model_file(files[candidate], [folder / f"{name}.pt", PRETRAINED_DIR / f"{name}.pt"],
+                                        candidate, result["split_fingerprint"]))
         report = judged[candidate]
         meta = {**loaded.meta, "calibration": report["calibration"], "threshold": report["threshold"],
                 "metrics": {**report["metrics"], "benchmark_split": result["split_fingerprint"]},
@@ -478,6 +518,22 @@ def install_models(bench: Benchmark, judged: dict, winner: str, files: dict, res
         atomic_write_text(folder / f"{name}.md", model_card(name, candidate, result))
         installed[name] = candidate
     return installed
+
+
+def _model_file(trained: Path, installed: list[Path], candidate: str, split: str) -> Path:
+    """A candidate's model file: its run's or, when its score was reused from a report, the model
+    that report installed from it (same candidate, same split)."""
+    from cosynth.models.registry import load_model
+
+    if trained.exists():
+        return trained
+    for path in installed:
+        meta = load_model(path).meta if path.exists() else {}
+        if (meta.get("provenance", {}).get("benchmark") == f"cosynth benchmark synth ({candidate})"
+                and meta.get("metrics", {}).get("benchmark_split") == split):
+            return path
+    raise FileNotFoundError(f"no model file for {candidate}: {trained} is missing and no installed model came from "
+                            "it; rerun without --reuse-scores to train it")
 
 
 def quick_config(**overrides) -> BenchmarkConfig:
