@@ -151,6 +151,26 @@ def test_binary_classification_target(splits, cache, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["task"] == "classification"
 
 
+def test_a_label_with_an_auxiliary_target_known_on_some_rows(splits, cache, tmp_path):
+    """The auxiliary output learns where its target is known (NaN elsewhere costs nothing), and
+    the model still predicts the label from its first output."""
+    def labelled(frame):
+        aux = frame["target"].where(np.arange(len(frame)) % 2 == 0)  # the lattice constant, on half the rows
+        return frame.assign(target=(frame["target"] > 6.0).astype(float), aux=aux)
+
+    cls = {k: labelled(v) for k, v in splits.items()}
+    metrics = fit(cls, tmp_path, _cfg(task="classification", epochs=6), cache=cache)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert np.isfinite(history["train_loss"]).all() and history["val_aux_mse"].iloc[-1] < history["val_aux_mse"].iloc[0]
+    loaded = load_model(tmp_path / "model.pt")
+    assert loaded.meta["config"]["n_targets"] == 2 and metrics["finished"]
+    pred = loaded.predict(splits["test"][["id", "formula", "cif"]]).crystals
+    saved = pd.read_csv(tmp_path / "predictions.csv").query("split == 'test'")
+    np.testing.assert_allclose(pred.set_index("id")["likelihood"].reindex(saved["id"]), saved["probability"], rtol=1e-4)
+    with pytest.raises(ValueError, match="classification task only"):
+        fit({k: v.assign(aux=1.0) for k, v in splits.items()}, tmp_path / "regression", _cfg(), cache=cache)
+
+
 def test_cli_train_cosnet_over_seeds_from_a_table(splits, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

@@ -20,6 +20,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,7 @@ class BenchmarkConfig:
     epochs: int = 20
     # per-candidate epochs, chosen on validation (COSNet without balancing still gained from 20 to 40
     # epochs, its best checkpoint at epoch 25; with balancing it did not): they override ``epochs``
-    candidate_epochs: dict = field(default_factory=lambda: {"cosnet": 40})
+    candidate_epochs: dict = field(default_factory=lambda: {"cosnet": 40, "cosnet_energy": 40})
     batch_size: int = 128
     lr: float = 1e-2
     weight_decay: float = 1e-4
@@ -52,7 +53,7 @@ class BenchmarkConfig:
     n_boot: int = 200
     quick: bool = False
     max_rows: int | None = None  # quick runs: this many structures (whole formulas)
-    candidates: tuple = ("cgcnn", "cgcnn_balanced", "cosnet", "cosnet_balanced")
+    candidates: tuple = ("cgcnn", "cgcnn_balanced", "cosnet", "cosnet_balanced", "cosnet_energy")
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -157,11 +158,14 @@ class Benchmark:
         saved = json.loads(timing.read_text()) if timing.exists() else {}
         atomic_write_json(timing, {**saved, name: round(seconds, 1)})
 
-    def _split_frames(self, weighted: bool, with_compositions: bool) -> dict[str, pd.DataFrame]:
-        """Frames for the bimodal trainer: structures (+ composition-only training rows)."""
+    def _split_frames(self, weighted: bool, with_compositions: bool, energy: bool = False) -> dict[str, pd.DataFrame]:
+        """Frames for the bimodal trainer: structures (+ composition-only training rows, + the energy
+        above the hull of the training rows that have it, as an auxiliary target)."""
         f = self.frame
         base = pd.DataFrame({"id": f["id"], "formula": f["formula"], "cif": f["cif"], "target": f[LABEL].astype(float),
                              "structure_status": "ok", "origin": f["origin"], "split": f["split"]})
+        if energy:
+            base["aux"] = np.where(f["split"] == "train", energy_target(f["e_above_hull"]), np.nan)
         if with_compositions:
             comps = self.compositions()
             base = pd.concat([base, pd.DataFrame({"id": comps["id"], "formula": comps["formula"], "cif": None,
@@ -187,8 +191,9 @@ class Benchmark:
         write_table(comps, path)
         return comps
 
-    def fit_graph(self, name: str, family: str, *, weighted: bool, compositions: bool, mode: str = "bimodal_aug"):
-        """Train one graph-family classifier; scores (logits) for every benchmark row."""
+    def fit_graph(self, name: str, family: str, *, weighted: bool, compositions: bool, energy: bool = False,
+                  mode: str = "bimodal_aug"):
+        """Train one graph-family classifier; its model file, loaded."""
         from cosynth.models.registry import load_model
         from cosynth.training.bimodal import FitConfig, fit
 
@@ -196,9 +201,10 @@ class Benchmark:
         config = FitConfig(model=family, mode=mode, task="classification", epochs=c.epochs_of(name), lr=c.lr,
                            weight_decay=c.weight_decay, batch_size=c.batch_size, seed=c.seed, threads=None,
                            extra={"weights": "per-origin class balance" if weighted else "none",
-                                  "composition_rows": c.composition_rows if compositions else 0})
+                                  "composition_rows": c.composition_rows if compositions else 0,
+                                  **({"aux": ENERGY_WORDS} if energy else {})})
         run = self.work / "runs" / name
-        fit(self._split_frames(weighted, compositions), run, config, progress=False, verbose=True)
+        fit(self._split_frames(weighted, compositions, energy), run, config, progress=False, verbose=True)
         return load_model(run / "model.pt")
 
     def model_scores(self, loaded, *, ensemble: int = 1) -> np.ndarray:
@@ -228,8 +234,10 @@ def reuse_report_scores(bench: Benchmark, report: Path) -> list[str]:
         return []
     saved = json.loads((report / "benchmark.json").read_text())
 
-    def settings(config: dict) -> dict:
-        return json.loads(json.dumps({k: v for k, v in config.items() if k != "candidates"}))
+    def settings(config: dict) -> dict:  # what decides the reused scores: candidates new since then aside
+        kept = {k: v for k, v in config.items() if k != "candidates"}
+        kept["candidate_epochs"] = {k: v for k, v in config["candidate_epochs"].items() if k in saved["candidates"]}
+        return json.loads(json.dumps(kept))
 
     if saved["split_fingerprint"] != split_fingerprint(bench.frame):
         raise ValueError(f"{report} was run on another split ({saved['split_fingerprint']}); drop --reuse-scores")
@@ -243,6 +251,18 @@ def reuse_report_scores(bench: Benchmark, report: Path) -> list[str]:
     if saved.get("voxel"):
         atomic_write_json(bench.work / VOXEL_STATE, saved["voxel"])
     return [c for c in kept.columns if c != "id"]
+
+
+ENERGY_CAP = 0.5  # eV/atom
+ENERGY_WORDS = f"energy above the hull, capped at {ENERGY_CAP} eV/atom, in units of 0.1 eV/atom"
+
+
+def energy_target(e_above_hull) -> np.ndarray:
+    """The auxiliary target of the energy-aware candidates: energy above the hull, capped (how far
+    beyond the cap hardly matters to synthesizability, and it would dominate a squared error) and
+    in units of 0.1 eV/atom; NaN where unknown."""
+    e = pd.to_numeric(pd.Series(e_above_hull), errors="coerce").to_numpy(float)
+    return np.clip(e, 0.0, ENERGY_CAP) / 0.1
 
 
 def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
@@ -278,19 +298,31 @@ def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
                     time.perf_counter() - t0)
 
 
-CANDIDATES = {  # name: (family, per-origin balancing, composition-only rows, what it is)
-    "cgcnn": ("cgcnn", False, False, "de-CGCNN classifier on the structures"),
-    "cgcnn_balanced": ("cgcnn", True, False, "de-CGCNN with per-origin class balancing"),
-    "cosnet": ("cosnet", False, True, "COSNet: structures plus composition-only rows, modal-availability "
-               "augmentation"),
-    "cosnet_balanced": ("cosnet", True, True, "COSNet with per-origin class balancing"),
+class Candidate(NamedTuple):
+    family: str
+    balanced: bool  # per-origin class balancing of the training loss
+    compositions: bool  # composition-only training rows
+    energy: bool  # the energy above the hull as an auxiliary target, where known
+    words: str
+
+
+CANDIDATES = {
+    "cgcnn": Candidate("cgcnn", False, False, False, "de-CGCNN classifier on the structures"),
+    "cgcnn_balanced": Candidate("cgcnn", True, False, False, "de-CGCNN with per-origin class balancing"),
+    "cosnet": Candidate("cosnet", False, True, False, "COSNet: structures plus composition-only rows, "
+                        "modal-availability augmentation"),
+    "cosnet_balanced": Candidate("cosnet", True, True, False, "COSNet with per-origin class balancing"),
+    "cosnet_energy": Candidate("cosnet", False, True, True, "COSNet that also learns the energy above the hull of "
+                               "the training structures that have it (an auxiliary output, weight 1; "
+                               f"{ENERGY_WORDS}), so that its structure branch must tell polymorphs apart by "
+                               "stability"),
 }
 
 
 def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig) -> str:
     """What a candidate is, in words (with its epochs; the voxel CNN with how far it was trained)."""
     if name in CANDIDATES:
-        return f"{CANDIDATES[name][3]}, {config.epochs_of(name)} epochs (best validation loss kept)"
+        return f"{CANDIDATES[name].words}, {config.epochs_of(name)} epochs (best validation loss kept)"
     if name.startswith("ensemble_"):
         return ("mean of the validation-calibrated logits of the two candidates best on validation (reported only: "
                 "it is not one model file, so it cannot be the shipped default)")
@@ -311,11 +343,12 @@ def run_candidates(bench: Benchmark) -> dict[str, Path]:
     elif bench.has("voxel_cnn"):
         files["voxel_cnn"] = bench.work / "runs" / "voxel_cnn" / "model.pt"
     for name in bench.config.candidates:
-        family, weighted, comps, _ = CANDIDATES[name]
+        spec = CANDIDATES[name]
         run = bench.work / "runs" / name
         if not bench.has(name):
             t0 = time.perf_counter()
-            loaded = bench.fit_graph(name, family, weighted=weighted, compositions=comps)
+            loaded = bench.fit_graph(name, spec.family, weighted=spec.balanced, compositions=spec.compositions,
+                                     energy=spec.energy)
             bench.store(name, bench.model_scores(loaded), time.perf_counter() - t0)
         files[name] = run / "model.pt"
     return files

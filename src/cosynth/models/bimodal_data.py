@@ -59,7 +59,8 @@ class BimodalRows:
 
 def featurize(frame: pd.DataFrame, *, embedding: str = DEFAULT_EMBEDDING, cache: GraphCache | None = None,
               split: str = "", progress: bool = False) -> tuple[BimodalRows, pd.DataFrame]:
-    """(rows, problems) of a frame with ``id``, ``formula``, ``cif`` (text or None), ``target``.
+    """(rows, problems) of a frame with ``id``, ``formula``, ``cif`` (text or None), ``target``
+    (and an optional ``aux``: an auxiliary target, NaN where unknown, as a second target column).
 
     Rows with a non-finite target or an unparsable formula are skipped; a row whose CIF cannot be read
     keeps its composition and loses its structure. Each is listed in ``problems``.
@@ -99,6 +100,9 @@ def featurize(frame: pd.DataFrame, *, embedding: str = DEFAULT_EMBEDDING, cache:
             problems.append({"id": sub["id"].iloc[j], "split": split, "action": "structure ignored", "error": errors[k]})
     has = np.array([g is not None for g in graphs], dtype=bool)
     target = np.asarray(sub["target"].tolist(), dtype=np.float32)
+    if "aux" in sub:  # auxiliary targets beside a label (NaN where unknown): more target columns
+        aux = np.asarray(pd.to_numeric(sub["aux"], errors="coerce"), dtype=np.float32)
+        target = np.column_stack([target, aux])
     weight = (np.asarray(pd.to_numeric(sub["weight"], errors="coerce").fillna(1.0), dtype=np.float32)
               if "weight" in sub else None)
     rows = BimodalRows(list(sub["id"]), list(sub["formula"]), comps, graphs, target, has, has.copy(), weight=weight)

@@ -3,7 +3,11 @@
 Targets are divided by the training standard deviation (no centring, so a non-negative target
 stays non-negative for the optional ReLU output); MSE loss, Adamax (lr 1e-2, weight decay 1e-1),
 exponential decay 0.96 per epoch, batch 128, and the epoch with the lowest validation MAE is
-kept. Binary targets use BCE on logits and keep the epoch with the lowest validation loss.
+kept. Binary targets use BCE on logits and keep the epoch with the lowest validation loss. A binary
+target may come with auxiliary regression targets (the frames' ``aux`` column, NaN where unknown):
+extra outputs learnt beside the label where known (weight ``aux_weight``), so that the shared
+representation has to carry them too (e.g. the energy above the hull); they never enter the
+validation loss that chooses the epoch, and predictions keep the label's output only.
 
 A run directory holds ``config.json``, ``problems.csv`` (rows skipped or whose structure was
 ignored), ``history.csv``, ``checkpoints/{best,last}.ckpt``, ``model.pt`` (self-describing: the
@@ -70,6 +74,7 @@ class FitConfig:
     concat: bool = False
     scalar_weight: bool = True
     nonneg: bool | None = None  # None: ReLU output when every training target is ≥ 0 (regression)
+    aux_weight: float = 1.0  # classification: weight of the auxiliary targets' squared error
     structure_fraction: float = 1.0  # share of rows with a structure that keep it
     structure_fraction_splits: str = "train"  # "train" or "all": where structure_fraction applies
     max_minutes: float | None = None
@@ -95,8 +100,10 @@ def build_model(family: str, params: dict) -> torch.nn.Module:
     return model_class(family).from_config(params)
 
 
-def model_params(config: FitConfig, nonneg: bool) -> dict:
+def model_params(config: FitConfig, nonneg: bool, n_targets: int = 1) -> dict:
     p = {"embedding": config.embedding, "nonneg": nonneg}
+    if n_targets > 1:
+        p["n_targets"] = n_targets
     if config.model == "cosnet":
         p.update(concat=config.concat, scalar_weight=config.scalar_weight)
     return p
@@ -110,6 +117,8 @@ def prepare(splits: dict[str, pd.DataFrame], config: FitConfig, cache: GraphCach
     raw, seen, problems = {}, {}, []
     for name in ("train", "val", "test"):
         frame = splits[name]
+        if "aux" in frame and config.task != "classification":
+            raise ValueError("auxiliary targets (an aux column) go with a classification task only")
         if config.model == "roost":
             frame = frame.assign(cif=None)
         rows, prob = featurize(frame, embedding=config.embedding, cache=cache, split=name, progress=progress)
@@ -121,7 +130,7 @@ def prepare(splits: dict[str, pd.DataFrame], config: FitConfig, cache: GraphCach
                                               "action": "skipped", "error": "no usable structure (CGCNN needs one)"}))
             rows = rows.subset(np.flatnonzero(rows.has_structure))
         if config.task == "classification":
-            bad = ~np.isin(rows.target, (0.0, 1.0))
+            bad = ~np.isin(rows.target.reshape(len(rows), -1)[:, 0], (0.0, 1.0))
             if bad.any():
                 problems.append(pd.DataFrame({"id": [rows.ids[i] for i in np.flatnonzero(bad)], "split": name,
                                               "action": "skipped", "error": "classification target is not 0 or 1"}))
@@ -168,7 +177,7 @@ def _lightning():
 
     class BimodalModule(L.LightningModule):
         def __init__(self, family: str, params: dict, scale: float = 1.0, task: str = "regression",
-                     lr: float = 1e-2, weight_decay: float = 1e-1, lr_decay: float = 0.96):
+                     lr: float = 1e-2, weight_decay: float = 1e-1, lr_decay: float = 0.96, aux_weight: float = 1.0):
             super().__init__()
             self.save_hyperparameters()
             self.model = build_model(family, params)
@@ -178,8 +187,17 @@ def _lightning():
             y = batch.target
             w = batch.weight if stage == "train" else None  # validation stays unweighted
             if self.hparams.task == "classification":
-                per_row = torch.nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none")
-                name, per_metric = f"{stage}_acc", ((out > 0).float() == y).float()
+                logit, label = out[:, :1], y[:, :1]
+                per_row = torch.nn.functional.binary_cross_entropy_with_logits(logit, label, reduction="none")
+                if out.shape[1] > 1:  # auxiliary targets, learnt where known
+                    known = torch.isfinite(y[:, 1:])
+                    squared = torch.where(known, out[:, 1:] - y[:, 1:].nan_to_num(), 0.0) ** 2
+                    if stage == "train":
+                        per_row = per_row + self.hparams.aux_weight * squared.sum(1, keepdim=True)
+                    else:
+                        self.log(f"{stage}_aux_mse", squared.sum() / known.sum().clamp_min(1), on_step=False,
+                                 on_epoch=True, batch_size=batch.n)
+                name, per_metric = f"{stage}_acc", ((logit > 0).float() == label).float()
             else:
                 per_row = (out - y) ** 2
                 name, per_metric = f"{stage}_mae", (out - y).abs() * self.hparams.scale
@@ -256,7 +274,7 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
         nonneg = bool(np.all(train_y >= 0)) if config.nonneg is None else bool(config.nonneg)
     else:
         scale, nonneg = 1.0, False
-    params = model_params(config, nonneg)
+    params = model_params(config, nonneg, n_targets=raw["train"].target.reshape(len(raw["train"]), -1).shape[1])
 
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -264,7 +282,7 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
     val_ds = BimodalDataset(seen["val"], scale)
     shuffle = EpochShuffle(len(train_ds), config.seed, salt=11)
     module = BimodalModule(config.model, params, scale=scale, task=config.task, lr=config.lr,
-                           weight_decay=config.weight_decay, lr_decay=config.lr_decay)
+                           weight_decay=config.weight_decay, lr_decay=config.lr_decay, aux_weight=config.aux_weight)
     monitor = "val_mae" if config.task == "regression" else "val_loss"
 
     def show(row: dict) -> None:
