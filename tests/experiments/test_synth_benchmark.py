@@ -119,6 +119,8 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
     assert saved["voxel"]["epochs_run"] == 1 and saved["voxel"]["finished"] and "voxel_cnn" in saved["scores"]
     assert "1 of 1 epochs" in saved["candidate_words"]["voxel_cnn"]
     assert saved["candidate_words"]["cgcnn"].endswith(", 2 epochs (best validation loss kept)")
+    energy = load_model(tmp_path / "work" / "runs" / "cosnet_energy" / "model.pt")  # label + energy outputs
+    assert energy.meta["config"]["n_targets"] == 2 and "energy above the hull" in saved["candidate_words"]["cosnet_energy"]
     table = pd.read_parquet(tmp_path / "work" / "benchmark.parquet")  # the scores kept beside the report
     committed = pd.read_parquet(out / "scores.parquet")
     assert committed["id"].tolist() == table.loc[table["split"] != "train", "id"].tolist()
@@ -142,7 +144,7 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
     with pytest.raises(ValueError, match="other settings \\(epochs\\)"):
         benchmark_synth(out, work=tmp_path / "other", data_root=shared / "data", reuse_scores=True,
                         config=quick_config(epochs=3))
-    more = quick_config(candidates=("cgcnn", "cosnet_balanced", "cgcnn_balanced"))
+    more = quick_config(candidates=("cgcnn", "cosnet_balanced", "cosnet_energy", "cgcnn_balanced"))
     again = benchmark_synth(out, work=tmp_path / "later", data_root=shared / "data", config=more,
                             xiespp_weights=shared / "reference" / "xiespp" / "weights0500.h5", install=models,
                             reuse_scores=True)

@@ -59,7 +59,7 @@ class BenchmarkConfig:
     @classmethod
     def quick_run(cls) -> "BenchmarkConfig":
         return cls(epochs=2, candidate_epochs={}, composition_rows=200, xiespp_ensemble=1, n_boot=20, quick=True,
-                   max_rows=240, batch_size=32, candidates=("cgcnn", "cosnet_balanced"), voxel_epochs=1)
+                   max_rows=240, batch_size=32, candidates=("cgcnn", "cosnet_balanced", "cosnet_energy"), voxel_epochs=1)
 
     def epochs_of(self, name: str) -> int:
         """Epochs of one graph model (a candidate or the Roost baseline)."""
