@@ -39,7 +39,8 @@ class BenchmarkConfig:
     seed: int = 0
     epochs: int = 20
     # per-candidate epochs, chosen on validation (COSNet without balancing still gained from 20 to 40
-    # epochs, its best checkpoint at epoch 25; with balancing it did not): they override ``epochs``
+    # epochs, its best checkpoint at epoch 25; with balancing it did not; its energy-aware twin gets
+    # the same as COSNet): they override ``epochs``
     candidate_epochs: dict = field(default_factory=lambda: {"cosnet": 40, "cosnet_energy": 40})
     batch_size: int = 128
     lr: float = 1e-2
@@ -241,8 +242,9 @@ def reuse_report_scores(bench: Benchmark, report: Path) -> list[str]:
 
     if saved["split_fingerprint"] != split_fingerprint(bench.frame):
         raise ValueError(f"{report} was run on another split ({saved['split_fingerprint']}); drop --reuse-scores")
-    if settings(saved["config"]) != settings(asdict(bench.config)):
-        changed = sorted(k for k, v in settings(asdict(bench.config)).items() if saved["config"].get(k) != v)
+    before, now = settings(saved["config"]), settings(asdict(bench.config))
+    if before != now:
+        changed = sorted(k for k in now if before.get(k) != now[k])
         raise ValueError(f"{report} was run with other settings ({', '.join(changed)}); drop --reuse-scores")
     kept = pd.read_parquet(report / SCORES_FILE)
     bench.scores = bench.frame[["id"]].merge(kept, on="id", how="left")
