@@ -42,6 +42,11 @@ class BimodalRows:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def targets(self) -> np.ndarray:
+        """The targets as (n, k) columns: the first is the label or property, the rest auxiliary."""
+        return self.target.reshape(len(self), -1)
+
     def subset(self, idx) -> "BimodalRows":
         idx = np.asarray(idx, dtype=np.int64)
         return BimodalRows([self.ids[i] for i in idx], [self.formulas[i] for i in idx], [self.comp[i] for i in idx],

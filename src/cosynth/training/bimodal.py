@@ -130,7 +130,7 @@ def prepare(splits: dict[str, pd.DataFrame], config: FitConfig, cache: GraphCach
                                               "action": "skipped", "error": "no usable structure (CGCNN needs one)"}))
             rows = rows.subset(np.flatnonzero(rows.has_structure))
         if config.task == "classification":
-            bad = ~np.isin(rows.target.reshape(len(rows), -1)[:, 0], (0.0, 1.0))
+            bad = ~np.isin(rows.targets[:, 0], (0.0, 1.0))
             if bad.any():
                 problems.append(pd.DataFrame({"id": [rows.ids[i] for i in np.flatnonzero(bad)], "split": name,
                                               "action": "skipped", "error": "classification target is not 0 or 1"}))
@@ -274,7 +274,7 @@ def fit(splits: dict[str, pd.DataFrame], run_dir, config: FitConfig, *, resume: 
         nonneg = bool(np.all(train_y >= 0)) if config.nonneg is None else bool(config.nonneg)
     else:
         scale, nonneg = 1.0, False
-    params = model_params(config, nonneg, n_targets=raw["train"].target.reshape(len(raw["train"]), -1).shape[1])
+    params = model_params(config, nonneg, n_targets=raw["train"].targets.shape[1])
 
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -339,7 +339,7 @@ def finalize(run: RunDirectory, config: FitConfig, splits, raw, seen, scale: flo
         status_by_id = dict(zip(splits[name]["id"], splits[name].get("structure_status",
                                                                     pd.Series(["none"] * len(splits[name])))))
         status = np.array([status_by_id.get(i, "none") for i in rows.ids])
-        y = rows.target.reshape(len(rows), -1)[:, 0]
+        y = rows.targets[:, 0]
         p = res["prediction"].reshape(len(rows), -1)[:, 0]
         frame = pd.DataFrame({"id": rows.ids, "split": name, "formula": rows.formulas, "structure_status": status,
                               "has_structure": raw[name].has_structure if len(raw[name]) == len(rows)
