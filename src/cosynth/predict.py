@@ -1,7 +1,9 @@
 """Predictions for any cosynth model: one table, whatever the family.
 
 * voxel CNN (structure): the rotational ensemble below;
-* de-CGCNN (structure), Roost (composition), COSNet (composition + optional structure): one pass.
+* de-CGCNN (structure), Roost (composition), COSNet (composition + optional structure): one pass;
+* a stack (:mod:`cosynth.models.stack`): each member's pass, the trees on the crystal's descriptors,
+  and the logistic layer over them.
 
 Every input gets one row with the ``modality`` it used (``structure``, ``composition`` or
 ``composition+structure``), its ``status`` and, for bad input, an ``error`` in words; the input's
@@ -344,6 +346,8 @@ def _graph_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: flo
     from cosynth.represent.graph import crystal_graph
 
     family, config = loaded.family, loaded.meta["config"]
+    if family == "stack":
+        return _stack_chunk(chunk, loaded, threshold)
     embedding = config.get("embedding")
     rows, usable = [], []
     for record in chunk:
@@ -375,18 +379,69 @@ def _graph_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: flo
         # composition weight by 1.8e-7), and a Ray actor or Slurm task has its own count
         with torch_threads(1):
             result = predict_rows(loaded.network, batch_rows, loaded.target_scale, batch_size=1)
-        values = result["prediction"].reshape(n, -1)[:, 0]
-        if loaded.task == "classification" and "calibration" in loaded.meta:  # Platt scaling fixed on validation
-            values = loaded.meta["calibration"]["a"] * values + loaded.meta["calibration"]["b"]
+        values = _calibrated(result["prediction"].reshape(n, -1)[:, 0], loaded)
         for k, (row, _, graph) in enumerate(usable):
-            row["modality"] = {"roost": "composition", "cgcnn": "structure"}.get(
+            modality = {"roost": "composition", "cgcnn": "structure"}.get(
                 family, "composition+structure" if graph is not None else "composition")
-            row["status"] = "ok"
-            if loaded.task == "classification":
-                row["likelihood"] = float(1.0 / (1.0 + np.exp(-values[k])))
-                row["label"] = int(row["likelihood"] >= threshold)
-            else:
-                row["prediction"] = float(values[k])
+            _fill(row, values[k], modality, loaded.task, threshold)
             if "w_c" in result:
                 row["composition_weight"] = float(result["w_c"][k])
     return rows
+
+
+def _calibrated(values: np.ndarray, loaded: LoadedModel, calibration: dict | None = None) -> np.ndarray:
+    """A classifier's logits through its Platt scaling fixed on validation (if it has one)."""
+    calibration = calibration or (loaded.meta.get("calibration") if loaded.task == "classification" else None)
+    return values if calibration is None else calibration["a"] * values + calibration["b"]
+
+
+def _fill(row: dict, value: float, modality: str, task: str, threshold: float) -> None:
+    """A row's prediction: a likelihood and label from a logit, or a value."""
+    row["modality"], row["status"] = modality, "ok"
+    if task == "classification":
+        row["likelihood"] = float(1.0 / (1.0 + np.exp(-value)))
+        row["label"] = int(row["likelihood"] >= threshold)
+    else:
+        row["prediction"] = float(value)
+
+
+def _stack_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: float) -> list[dict]:
+    """A stack: every member on the chunk, the trees on each structure's descriptors, the layer over
+    them; a formula-only row gets the composition member alone (with that member's calibration)."""
+    from cosynth.models.stack import TREES, likelihood_logit
+    from cosynth.represent.descriptors import compute_descriptors
+
+    stack, config = loaded.network, loaded.meta["config"]
+    names = [m["name"] for m in config["members"]]
+    member_rows = {name: _graph_chunk(chunk, stack.member(name), 0.5) for name in names}
+    structured = [k for k, record in enumerate(chunk) if record.ok]
+    trees = None
+    if TREES in config["inputs"] and structured:
+        described = compute_descriptors([chunk[k].formula for k in structured],
+                                        [chunk[k].structure for k in structured], use_cache=False)
+        trees = dict(zip(structured, stack.tree_probability(described[config["descriptors"]].to_numpy(float))))
+    composition = config.get("composition_member")
+    rows = []
+    for k, record in enumerate(chunk):
+        row = _with_inputs({"id": record.id, "modality": None, "status": "error", "error": None}, record)
+        rows.append(row)
+        outs = {name: member_rows[name][k] for name in names}
+        if not record.ok:
+            if composition is None:
+                row["error"] = _structure_needed(record, "stack")
+            elif outs[composition]["status"] != "ok":
+                row["error"] = outs[composition]["error"]
+            else:
+                value = _calibrated(likelihood_logit([outs[composition]["likelihood"]]), loaded,
+                                    config["composition_calibration"])[0]
+                _fill(row, value, "composition", "classification", threshold)
+            continue
+        failed = [out["error"] for out in outs.values() if out["status"] != "ok"]
+        if failed:
+            row["error"] = failed[0]
+            continue
+        logits = {name: likelihood_logit([out["likelihood"]]) for name, out in outs.items()}
+        value = _calibrated(stack.logit(logits, None if trees is None else np.array([trees[k]])), loaded)[0]
+        _fill(row, value, "composition+structure" if composition else "structure", "classification", threshold)
+    return rows
+

@@ -134,6 +134,12 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
     default = load_model(models / "cosynth-synth.pt")
     assert default.meta["threshold"] == saved["scores"][result["winner"]]["threshold"]
     assert (models / "cosynth-synth.md").read_text().startswith("# Model card: cosynth-synth")
+    stack = load_model(tmp_path / "work" / "runs" / "stack" / "model.pt")  # its test scores are its file's
+    assert stack.family == "stack" and saved["stack"]["inputs"] and "stack" in saved["scores"]
+    test = table[table["split"] == "test"].head(4)
+    shipped = stack.predict(test[["id", "formula", "cif"]]).crystals
+    kept = committed.set_index("id").loc[test["id"], "stack"].to_numpy()
+    np.testing.assert_allclose(np.log(shipped["likelihood"] / (1 - shipped["likelihood"])), kept, atol=1e-6)
     pred = default.predict(pd.DataFrame({"formula": ["NaCl"]})).crystals
     if default.inputs == "structure":
         assert pred["status"].iloc[0] == "error" and "needs a structure" in pred["error"].iloc[0]
@@ -148,7 +154,10 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
     again = benchmark_synth(out, work=tmp_path / "later", data_root=shared / "data", config=more,
                             xiespp_weights=shared / "reference" / "xiespp" / "weights0500.h5", install=models,
                             reuse_scores=True)
-    assert sorted(p.name for p in (tmp_path / "later" / "runs").iterdir()) == ["cgcnn_balanced"]
+    trained = {p.name for p in (tmp_path / "later" / "runs").iterdir()}  # the new one, and the stack refitted
+    stack = again["stack"]
+    assert trained == {"cgcnn_balanced", "stack", *stack["retrained_members"]}
+    assert set(stack["retrained_members"]) <= set(stack["inputs"]) - {"cgcnn_balanced"}
     for name in ("origin_only", "xiespp_published", "cgcnn", "voxel_cnn"):
         assert again["scores"][name]["metrics"] == saved["scores"][name]["metrics"]
     assert "cgcnn_balanced" in again["scores"] and again["seconds"]["cgcnn"] == saved["seconds"]["cgcnn"]

@@ -114,8 +114,6 @@ def descriptor_scores(crystals, *, label: str = "label", cache_dir: Path | None 
         (probability of the positive class for every row, descriptor names), or None without
         structures or when the train split lacks a class.
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     from cosynth.audit.audit import DEFAULT_STRUCTURE, add_formula_relative, describe_table
     from cosynth.represent.descriptors import CATEGORICAL
 
@@ -132,9 +130,16 @@ def descriptor_scores(crystals, *, label: str = "label", cache_dir: Path | None 
     train = (frame["split"] == "train").to_numpy()
     if len(set(y[train])) < 2:
         return None
-    model = HistGradientBoostingClassifier(max_depth=3, max_iter=100, learning_rate=0.1, min_samples_leaf=10,
-                                           random_state=seed).fit(X[train], y[train])
-    return model.predict_proba(X)[:, 1], names
+    return descriptor_trees(X[train], y[train], seed).predict_proba(X)[:, 1], names
+
+
+def descriptor_trees(X: np.ndarray, y: np.ndarray, seed: int = 0):
+    """The gradient-boosted trees every descriptor baseline fits: shallow and few, so that they show
+    what coarse features carry rather than what a tuned model could squeeze out."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_depth=3, max_iter=100, learning_rate=0.1, min_samples_leaf=10,
+                                          random_state=seed).fit(X, y)
 
 
 def descriptor_baseline(crystals, *, label: str = "label", cache_dir: Path | None = None,

@@ -8,7 +8,8 @@ Stages (each resumable from what an earlier run left in the work folder):
    was trained on these labels), and the published XIE-SPP weights;
 3. candidates, chosen by validation only: de-CGCNN, COSNet (structures plus composition-only
    rows, modal-availability augmentation), each with and without per-origin class balancing,
-   the voxel CNN, and the mean of the best two;
+   the voxel CNN, and a stack of graph candidates and descriptor trees under one logistic layer
+   (its inputs chosen, and its validation scores computed, out of fold on validation);
 4. every score calibrated on validation (Platt scaling: monotone, so rankings stay), judged on
    test with :func:`cosynth.evaluate.benchmark.score_report`, written as Markdown, JSON and
    figures; the winner is exported with its calibration and a generated card.
@@ -25,7 +26,6 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from cosynth.experiments.synth_benchmark_report import FULL_COVERAGE
 from cosynth.io.files import atomic_write_json, atomic_write_text, write_table
 
 LABEL = "label"
@@ -119,11 +119,6 @@ def platt(val_scores: np.ndarray, val_labels: np.ndarray) -> tuple[float, float]
     return float(fit.coef_[0, 0]), float(fit.intercept_[0])
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
 # ---- the study --------------------------------------------------------------------------------
 class Benchmark:
     """One benchmark run: its work folder, its table and the scores of every model, on every row."""
@@ -147,6 +142,20 @@ class Benchmark:
         self.scores = pd.read_parquet(self.scores_path) if self.scores_path.exists() else pd.DataFrame(
             {"id": self.frame["id"]})
         self.seconds: dict[str, float] = {}
+        self.trained: set[str] = set()  # candidates trained by this run (not reused)
+
+    def descriptors(self) -> pd.DataFrame:
+        """The audit's descriptors of every structure (computed once, then kept in the work folder)."""
+        from cosynth.audit.audit import describe_table
+        from cosynth.data.table import CrystalTable
+
+        path = self.work / "descriptors.parquet"
+        if path.exists():
+            return pd.read_parquet(path)
+        table = CrystalTable.from_frame(self.frame[["id", "formula", "cif", LABEL, "split"]], parse=False)
+        described = describe_table(table, cache_dir=self.work / "descriptors", progress=self.progress)
+        write_table(described, path)
+        return described
 
     def has(self, name: str) -> bool:
         return name in self.scores.columns
@@ -208,18 +217,19 @@ class Benchmark:
         fit(self._split_frames(weighted, compositions, energy), run, config, progress=False, verbose=True)
         return load_model(run / "model.pt")
 
-    def model_scores(self, loaded, *, ensemble: int = 1) -> np.ndarray:
-        """Scores (logits of the likelihood) of a model file's predictions for the validation and
-        test rows, through the same path as ``cosynth predict``; NaN for training rows."""
+    def model_scores(self, loaded, *, ensemble: int = 1, splits=("val", "test")) -> np.ndarray:
+        """Scores (logits of the likelihood) of a model file's predictions for the rows of ``splits``,
+        through the same path as ``cosynth predict``; NaN for the other rows."""
         from cosynth.models.registry import LoadedModel
+        from cosynth.models.stack import likelihood_logit
 
         if loaded.meta.get("domain"):  # domain scores never change a likelihood, and cost forward passes
             loaded = LoadedModel(loaded.network, {k: v for k, v in loaded.meta.items() if k != "domain"})
-        rows = (self.frame["split"] != "train").to_numpy()
+        rows = self.frame["split"].isin(splits).to_numpy()
         sub = self.frame.loc[rows, ["id", "formula", "cif"]]
         pred = loaded.predict(sub, ensemble=ensemble, seed=self.config.seed, progress=self.progress).crystals
         out = np.full(len(self.frame), np.nan)
-        out[rows] = _logit(pred.set_index("id")["likelihood"].reindex(sub["id"]).to_numpy(float))
+        out[rows] = likelihood_logit(pred.set_index("id")["likelihood"].reindex(sub["id"]).to_numpy(float))
         return out
 
 
@@ -269,7 +279,6 @@ def energy_target(e_above_hull) -> np.ndarray:
 
 def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
     """Every baseline's score on every row (skipping those already stored)."""
-    from cosynth.audit.audit import describe_table
     from cosynth.audit.baselines import descriptor_scores, origin_scores
     from cosynth.data.table import CrystalTable
 
@@ -280,10 +289,14 @@ def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
     if not bench.has("descriptor_trees") or not bench.has("density_only"):
         t0 = time.perf_counter()
         table = CrystalTable.from_frame(f[["id", "formula", "cif", LABEL, "split"]], parse=False)
-        described = describe_table(table, cache_dir=bench.work / "descriptors", progress=bench.progress)
+        described = bench.descriptors()
         fitted = descriptor_scores(table, seed=bench.config.seed, described=described)
         bench.store("density_only", density_scores(f, described["density"].to_numpy(float)), 0.0)
         bench.store("descriptor_trees", fitted[0], time.perf_counter() - t0)
+    if not bench.has(PER_CRYSTAL_TREES):
+        t0 = time.perf_counter()
+        trees, features = per_crystal_trees(bench)
+        bench.store(PER_CRYSTAL_TREES, trees.predict_proba(features)[:, 1], time.perf_counter() - t0)
     for column, sign in (("e_above_hull", -1.0), ("clscore_pucgcnn", 1.0)):
         if not bench.has(column):
             bench.store(column, sign * pd.to_numeric(f[column], errors="coerce").to_numpy(float), 0.0)
@@ -298,6 +311,27 @@ def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
         loaded = published_xiespp(xiespp_weights)
         bench.store("xiespp_published", bench.model_scores(loaded, ensemble=bench.config.xiespp_ensemble),
                     time.perf_counter() - t0)
+
+
+PER_CRYSTAL_TREES = "descriptor_trees_per_crystal"
+
+
+def per_crystal_descriptor_names() -> list[str]:
+    """The numeric audit descriptors of one crystal alone: the trees' features in a stack."""
+    from cosynth.audit.audit import DEFAULT_STRUCTURE
+    from cosynth.represent.descriptors import CATEGORICAL
+
+    return [d for d in DEFAULT_STRUCTURE if d not in CATEGORICAL]
+
+
+def per_crystal_trees(bench: Benchmark):
+    """The descriptor trees fitted on the training rows' own descriptors (seeded, so a refit is the
+    same model), and the feature matrix of every row."""
+    from cosynth.audit.baselines import descriptor_trees
+
+    features = bench.descriptors()[per_crystal_descriptor_names()].to_numpy(float)
+    train = (bench.frame["split"] == "train").to_numpy()
+    return descriptor_trees(features[train], bench.frame[LABEL].to_numpy(int)[train], bench.config.seed), features
 
 
 class Candidate(NamedTuple):
@@ -321,13 +355,17 @@ CANDIDATES = {
 }
 
 
-def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig) -> str:
+def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig, stack_state: dict | None = None) -> str:
     """What a candidate is, in words (with its epochs; the voxel CNN with how far it was trained)."""
     if name in CANDIDATES:
         return f"{CANDIDATES[name].words}, {config.epochs_of(name)} epochs (best validation loss kept)"
-    if name.startswith("ensemble_"):
-        return ("mean of the validation-calibrated logits of the two candidates best on validation (reported only: "
-                "it is not one model file, so it cannot be the shipped default)")
+    if name == STACK and stack_state:
+        inputs = ", ".join(f"`{i}` ({w:+.2f})" for i, w in zip(stack_state["inputs"], stack_state["weights"]))
+        return ("a stack: one logistic layer, fitted on the validation rows, over " + inputs + " (member logits, "
+                "the per-crystal descriptor trees' probability); its inputs were added one at a time while the "
+                "out-of-fold validation score rose, and its validation metrics are out of fold "
+                f"({STACK_FOLDS} folds grouped by formula); formula-only rows get `{stack_state['composition_member']}`"
+                " alone")
     if name == "voxel_cnn" and voxel:
         cap = "" if voxel["finished"] else ", stopped by its time cap (resumable)"
         return (f"voxel CNN on the training structures with random rotations, lr {voxel['lr']:g}: "
@@ -338,22 +376,30 @@ def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig) -> s
 
 
 def run_candidates(bench: Benchmark) -> dict[str, Path]:
-    """Train (or reuse) every candidate, the voxel CNN first; returns their model files."""
+    """Train (or reuse) every candidate, the voxel CNN first; returns their model files (the names
+    trained in this run go to ``bench.trained``)."""
     files = {}
     if bench.config.voxel_epochs:
         files["voxel_cnn"] = run_voxel(bench)
     elif bench.has("voxel_cnn"):
         files["voxel_cnn"] = bench.work / "runs" / "voxel_cnn" / "model.pt"
     for name in bench.config.candidates:
-        spec = CANDIDATES[name]
         run = bench.work / "runs" / name
         if not bench.has(name):
-            t0 = time.perf_counter()
-            loaded = bench.fit_graph(name, spec.family, weighted=spec.balanced, compositions=spec.compositions,
-                                     energy=spec.energy)
-            bench.store(name, bench.model_scores(loaded), time.perf_counter() - t0)
+            train_candidate(bench, name)
         files[name] = run / "model.pt"
     return files
+
+
+def train_candidate(bench: Benchmark, name: str):
+    """Train one graph candidate and store its scores; its model file, loaded."""
+    spec = CANDIDATES[name]
+    t0 = time.perf_counter()
+    loaded = bench.fit_graph(name, spec.family, weighted=spec.balanced, compositions=spec.compositions,
+                             energy=spec.energy)
+    bench.store(name, bench.model_scores(loaded), time.perf_counter() - t0)
+    bench.trained.add(name)
+    return loaded
 
 
 def run_voxel(bench: Benchmark) -> Path:
@@ -395,7 +441,11 @@ def voxel_state(bench: Benchmark) -> dict | None:
 BASELINES = {
     "origin_only": "positive rate of the row's origin in the training split",
     "density_only": "mass density alone (sign fixed on training rows)",
-    "descriptor_trees": "gradient-boosted trees on the audit's structure descriptors (fitted on training rows)",
+    "descriptor_trees": "gradient-boosted trees on the audit's structure descriptors and their ratios to the median of "
+                        "the row's formula in the table (fitted on training rows; the ratios see the other polymorphs "
+                        "scored with it, so no single-crystal model can use them)",
+    "descriptor_trees_per_crystal": "the same trees on the crystal's own descriptors only (no ratios): what the "
+                                    "stack takes from them",
     "roost_composition": "Roost on the composition only (structures' formulas + composition-only rows)",
     "e_above_hull": "energy above the convex hull, lower = more synthesizable (rows that have it)",
     "clscore_pucgcnn": "PU-CGCNN CLscore (rows that have it; LEAKY: trained on these labels)",
@@ -443,17 +493,138 @@ def selection_score(metrics: dict) -> float:
     return float(np.nanmean([metrics["roc_auc"], metrics["within_origin_auc"], metrics["polymorph_pair_auc"]]))
 
 
-def add_ensemble(bench: Benchmark, judged: dict, candidates: list[str]) -> str | None:
-    """The mean of the calibrated logits of the two best candidates (by validation), as a candidate."""
-    ranked = sorted((c for c in candidates if c in judged and judged[c]["coverage"] >= FULL_COVERAGE),
-                    key=lambda c: selection_score(judged[c]["validation"]), reverse=True)[:2]
-    if len(ranked) < 2:
-        return None
-    name = "ensemble_" + "+".join(ranked)
-    parts = [judged[c]["calibration"]["a"] * bench.scores[c].to_numpy(float) + judged[c]["calibration"]["b"]
-             for c in ranked]
-    bench.store(name, np.mean(parts, axis=0), 0.0)
-    return name
+STACK = "stack"
+STACK_FOLDS = 5
+STACK_STATE = "stack.json"
+
+
+def stack_state(bench: Benchmark) -> dict | None:
+    """The inputs and weights of the stack this work folder scored, if it did."""
+    path = bench.work / STACK_STATE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _layer(X: np.ndarray, y: np.ndarray):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=1.0, max_iter=2000).fit(X, y)
+
+
+def out_of_fold(X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Each validation row's layer logit from a layer fitted on the other folds (grouped by formula),
+    so that the stack is judged on validation rows it was not fitted on."""
+    from sklearn.model_selection import GroupKFold
+
+    out = np.zeros(len(y))
+    for fit_rows, held in GroupKFold(min(STACK_FOLDS, len(set(groups)))).split(X, y, groups):
+        if len(set(y[fit_rows])) == 2:  # a tiny quick-run fold may lack a class: it stays at 0
+            out[held] = _layer(X[fit_rows], y[fit_rows]).decision_function(X[held])
+    return out
+
+
+def choose_stack_inputs(bench: Benchmark, pool: list[str]) -> list[str]:
+    """Forward selection on validation: add the input that raises the out-of-fold selection score most,
+    while it rises."""
+    from cosynth.evaluate.benchmark import score_report
+
+    f = bench.frame
+    val = (f["split"] == "val").to_numpy()
+    y, groups = f[LABEL].to_numpy(int)[val], f["formula"].to_numpy()[val]
+
+    def score(inputs):
+        X = np.column_stack([bench.scores[i].to_numpy(float)[val] for i in inputs])
+        p = 1.0 / (1.0 + np.exp(-out_of_fold(X, y, groups)))
+        metrics = score_report(y, p, f["origin"].to_numpy()[val], groups, threshold=0.5, n_boot=0)["metrics"]
+        return selection_score(metrics)
+
+    chosen, best = [], -np.inf
+    while len(chosen) < len(pool):
+        value, name = max((score([*chosen, c]), c) for c in pool if c not in chosen)
+        if value <= best:
+            break
+        chosen.append(name)
+        best = value
+    return chosen
+
+
+def candidate_model(bench: Benchmark, name: str, files: dict, installed: list[Path]):
+    """A candidate's model: its run's, or one an earlier install made from it on this split (alone, or
+    as a member of an installed stack); None when there is none."""
+    from cosynth.data.synth_benchmark import split_fingerprint
+    from cosynth.models.registry import load_model
+
+    run = files.get(name, bench.work / "runs" / name / "model.pt")
+    if run.exists():
+        return load_model(run)
+    tag, split = f"cosynth benchmark synth ({name})", split_fingerprint(bench.frame)
+    for path in installed:
+        loaded = load_model(path) if path.exists() else None
+        if loaded is None or loaded.metrics.get("benchmark_split") != split:
+            continue
+        if loaded.meta.get("provenance", {}).get("benchmark") == tag:
+            return loaded
+        if loaded.family == STACK and any(m.get("provenance") == tag for m in loaded.meta["config"]["members"]):
+            return loaded.network.member(name)
+    return None
+
+
+def add_stack(bench: Benchmark, candidates: list[str], files: dict, installed: list[Path]) -> list[str]:
+    """Fit, save and score the stack (unless the one scored before still stands); returns the names
+    it scored or rescored (members retrained because no model file of theirs was left, and the stack)."""
+    from cosynth.data.synth_benchmark import split_fingerprint
+    from cosynth.models.registry import FAMILIES, load_model, save_model
+    from cosynth.models.stack import TREES, Stack, trees_from_sklearn
+
+    pool = [c for c in candidates if c in CANDIDATES] + ([PER_CRYSTAL_TREES] if bench.has(PER_CRYSTAL_TREES) else [])
+    run = bench.work / "runs" / STACK / "model.pt"
+    files[STACK] = run
+    state = stack_state(bench)
+    if bench.has(STACK) and state and state["pool"] == pool and not bench.trained:
+        return []
+    inputs = choose_stack_inputs(bench, pool)
+    members = [i for i in inputs if i != PER_CRYSTAL_TREES]
+    if not members:
+        return []
+    t0 = time.perf_counter()
+    loaded, rescored = {}, []
+    for name in members:
+        loaded[name] = candidate_model(bench, name, files, installed)
+        if loaded[name] is None:  # its score was reused, its model file is gone: train it again (seeded)
+            loaded[name] = train_candidate(bench, name)
+            rescored.append(name)
+    f = bench.frame
+    val = (f["split"] == "val").to_numpy()
+    y = f[LABEL].to_numpy(int)
+    X = np.column_stack([bench.scores[i].to_numpy(float) for i in inputs])
+    layer = _layer(X[val], y[val])
+    composition = next((m for m in members if FAMILIES[loaded[m].family][2] != "structure"), None)
+    trees = {}
+    if PER_CRYSTAL_TREES in inputs:
+        fitted, _ = per_crystal_trees(bench)
+        trees = trees_from_sklearn(fitted)
+    network = Stack(
+        members=[{"name": m, "family": loaded[m].family, "config": loaded[m].network.config,
+                  "target_scale": loaded[m].target_scale, "provenance": f"cosynth benchmark synth ({m})"}
+                 for m in members],
+        inputs=[TREES if i == PER_CRYSTAL_TREES else i for i in inputs], weights=layer.coef_[0].tolist(),
+        bias=float(layer.intercept_[0]), descriptors=per_crystal_descriptor_names() if trees else [],
+        n_nodes=trees.get("n_nodes", 0), n_trees=trees.get("n_trees", 0), tree_baseline=trees.get("tree_baseline", 0.0),
+        composition_member=composition, composition_calibration=None if composition is None else dict(zip(
+            ("a", "b"), platt(bench.scores[composition].to_numpy(float)[val], y[val]))))
+    for name, member in loaded.items():
+        network.members[name].load_state_dict(member.network.state_dict())
+    if trees:
+        network.set_trees(trees["arrays"])
+    save_model(network, run, {"task": "classification", "inputs": "structure" if composition is None else "either",
+                              "provenance": {"source": f"stack of {', '.join(inputs)} on split "
+                                                       f"{split_fingerprint(f)}"}})
+    scores = bench.model_scores(load_model(run), splits=("test",))
+    scores[val] = out_of_fold(X[val], y[val], f["formula"].to_numpy()[val])
+    bench.store(STACK, scores, time.perf_counter() - t0)
+    atomic_write_json(bench.work / STACK_STATE, {"pool": pool, "inputs": inputs, "weights": layer.coef_[0].tolist(),
+                                                 "bias": float(layer.intercept_[0]), "composition_member": composition,
+                                                 "retrained_members": rescored})
+    return [*rescored, STACK]
 
 
 def benchmark_synth(out, *, work=None, data_root=None, config: BenchmarkConfig | None = None,
@@ -484,21 +655,19 @@ def benchmark_synth(out, *, work=None, data_root=None, config: BenchmarkConfig |
         print(f"reusing {len(reused)} scores kept in {out}: {', '.join(reused)}")
     run_baselines(bench, xiespp_weights=xiespp_weights)
     files = run_candidates(bench)
+    installed = installed_model_files(install)
+    add_stack(bench, [c for c in files if bench.has(c)], files, installed)
     candidates = [c for c in files if bench.has(c)]
     judged = judge(bench, [*BASELINES, *candidates])
-    ensemble = add_ensemble(bench, judged, candidates)
-    if ensemble:  # reported beside the others; it cannot ship as one model file, so it is never the winner
-        judged.update(judge(bench, [ensemble]))
-        candidates.append(ensemble)
-    shippable = [c for c in candidates if c in judged and not c.startswith("ensemble_")]  # one model file each
-    winner = max(shippable, key=lambda c: selection_score(judged[c]["validation"])) if shippable else None
+    judged_candidates = [c for c in candidates if c in judged]
+    winner = max(judged_candidates, key=lambda c: selection_score(judged[c]["validation"])) if judged_candidates else None
     result = _result(bench, judged, candidates, winner, time.perf_counter() - t_start)
     from cosynth.experiments.synth_benchmark_report import write_report
 
     write_report(Path(out), bench, result)
     if install and winner is not None:
         folder = None if install is True else Path(install)
-        result["installed"] = install_models(bench, judged, winner, files, result, folder)
+        result["installed"] = install_models(bench, judged, winner, files, result, folder, installed)
         atomic_write_json(Path(out) / "benchmark.json", result)
     return result
 
@@ -514,35 +683,49 @@ def _result(bench: Benchmark, judged: dict, candidates: list[str], winner: str |
             "label_sources": f["label_source"].value_counts().to_dict(),
             "baselines": {k: v for k, v in BASELINES.items() if k in judged}, "leaky": list(LEAKY),
             "candidates": candidates, "winner": winner, "scores": judged, "voxel": voxel_state(bench),
-            "candidate_words": {c: candidate_words(c, voxel_state(bench), bench.config) for c in candidates},
+            "candidate_words": {c: candidate_words(c, voxel_state(bench), bench.config, stack_state(bench))
+                                for c in candidates},
+            "stack": stack_state(bench),
             "seconds": json.loads(saved.read_text()) if saved.exists() else {},
             "wall_seconds_this_command": round(seconds, 1)}
 
 
+def installed_model_files(install: bool | Path) -> list[Path]:
+    """The model files an earlier install may have left: in the install folder and the bundled ones."""
+    from cosynth.models.registry import PRETRAINED_DIR
+
+    folders = [PRETRAINED_DIR] + ([Path(install)] if install not in (True, False, None) else [])
+    return sorted({p for folder in folders for p in Path(folder).glob("*.pt")})
+
+
 def install_models(bench: Benchmark, judged: dict, winner: str, files: dict, result: dict,
-                   folder: Path | None = None) -> dict:
+                   folder: Path | None = None, installed: list[Path] = ()) -> dict:
     """Export the winner (with its validation calibration) as the default model, and the voxel model.
 
     Args:
         bench, judged, winner, files, result: the benchmark run, its judged scores, the chosen
             candidate, the candidates' model files and the report's JSON.
         folder: where to write ``<name>.pt`` and ``<name>.md`` (default: the bundled models' folder).
+        installed: model files an earlier install left (:func:`installed_model_files`), where a
+            candidate whose score was reused is found.
 
     Returns:
         Exported name → candidate.
     """
     from cosynth.experiments.synth_benchmark_report import model_card
-    from cosynth.models.registry import PRETRAINED_DIR, load_model, save_model
+    from cosynth.models.registry import PRETRAINED_DIR, save_model
 
     folder = Path(folder or PRETRAINED_DIR)
 
-    installed = {}
+    exported = {}
     targets = {"cosynth-synth": winner}
     if "voxel_cnn" in files and "voxel_cnn" in judged:
         targets["cosynth-synth-voxel"] = "voxel_cnn"
     for name, candidate in targets.items():
-        loaded = load_model(_model_file(files[candidate], [folder / f"{name}.pt", PRETRAINED_DIR / f"{name}.pt"],
-                                        candidate, result["split_fingerprint"]))
+        loaded = candidate_model(bench, candidate, files, installed)
+        if loaded is None:
+            raise FileNotFoundError(f"no model file for {candidate}: its run has none and no installed model came "
+                                    "from it; rerun without --reuse-scores to train it")
         report = judged[candidate]
         meta = {**loaded.meta, "calibration": report["calibration"], "threshold": report["threshold"],
                 "metrics": {**report["metrics"], "benchmark_split": result["split_fingerprint"]},
@@ -551,24 +734,8 @@ def install_models(bench: Benchmark, judged: dict, winner: str, files: dict, res
             meta.pop("calibration")
         save_model(loaded.network, folder / f"{name}.pt", meta)
         atomic_write_text(folder / f"{name}.md", model_card(name, candidate, result))
-        installed[name] = candidate
-    return installed
-
-
-def _model_file(trained: Path, installed: list[Path], candidate: str, split: str) -> Path:
-    """A candidate's model file: its run's or, when its score was reused from a report, the model
-    that report installed from it (same candidate, same split)."""
-    from cosynth.models.registry import load_model
-
-    if trained.exists():
-        return trained
-    for path in installed:
-        meta = load_model(path).meta if path.exists() else {}
-        if (meta.get("provenance", {}).get("benchmark") == f"cosynth benchmark synth ({candidate})"
-                and meta.get("metrics", {}).get("benchmark_split") == split):
-            return path
-    raise FileNotFoundError(f"no model file for {candidate}: {trained} is missing and no installed model came from "
-                            "it; rerun without --reuse-scores to train it")
+        exported[name] = candidate
+    return exported
 
 
 def quick_config(**overrides) -> BenchmarkConfig:

@@ -4,7 +4,8 @@ A model file is a ``torch.save`` dict that loads with ``weights_only=True``. It 
 family and its constructor ``config`` (so the file alone rebuilds the network), and it carries
 what a caller needs to use the model correctly:
 
-* ``inputs``: ``structure`` (voxel CNN, de-CGCNN), ``composition`` (Roost) or ``either`` (COSNet);
+* ``inputs``: ``structure`` (voxel CNN, de-CGCNN), ``composition`` (Roost) or ``either`` (COSNet, and a
+  stack with a COSNet member);
 * ``task`` (``classification`` → a likelihood, ``regression`` → a value) and ``target_scale``
   (predictions are multiplied by it);
 * ``image`` (voxel models: box, grid, channels and the rotation ``sampler`` the model expects),
@@ -41,6 +42,7 @@ FAMILIES: dict[str, tuple[str, str, str]] = {
     "cgcnn": ("cosynth.models.cgcnn.model", "CGCNN", "structure"),
     "roost": ("cosynth.models.roost.model", "Roost", "composition"),
     "cosnet": ("cosynth.models.cosnet.model", "COSNet", "either"),
+    "stack": ("cosynth.models.stack", "Stack", "either"),
 }
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
