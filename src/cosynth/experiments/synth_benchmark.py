@@ -686,7 +686,7 @@ def _result(bench: Benchmark, judged: dict, candidates: list[str], winner: str |
             "candidate_words": {c: candidate_words(c, voxel_state(bench), bench.config, stack_state(bench))
                                 for c in candidates},
             "stack": stack_state(bench),
-            "seconds": json.loads(saved.read_text()) if saved.exists() else {},
+            "seconds": {k: v for k, v in (json.loads(saved.read_text()) if saved.exists() else {}).items() if k in judged},
             "wall_seconds_this_command": round(seconds, 1)}
 
 
