@@ -340,14 +340,36 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _graph_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: float) -> list[dict]:
+class _ChunkGraphs:
+    """The graphs of one chunk's crystals, built once however many stack members read them."""
+
+    def __init__(self):
+        self._compositions, self._crystals = {}, {}
+
+    def composition(self, formula: str, embedding):
+        from cosynth.represent.composition import composition_graph
+
+        key = (formula, embedding)
+        if key not in self._compositions:
+            self._compositions[key] = composition_graph(formula, embedding)
+        return self._compositions[key]
+
+    def crystal(self, record: CrystalRecord):
+        from cosynth.represent.graph import crystal_graph
+
+        if id(record) not in self._crystals:
+            self._crystals[id(record)] = crystal_graph(record.structure)
+        return self._crystals[id(record)]
+
+
+def _graph_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: float,
+                 graphs: _ChunkGraphs | None = None) -> list[dict]:
     from cosynth.models.bimodal_data import BimodalRows, predict_rows
-    from cosynth.represent.composition import composition_graph
-    from cosynth.represent.graph import crystal_graph
 
     family, config = loaded.family, loaded.meta["config"]
     if family == "stack":
         return _stack_chunk(chunk, loaded, threshold)
+    graphs = graphs or _ChunkGraphs()
     embedding = config.get("embedding")
     rows, usable = [], []
     for record in chunk:
@@ -361,8 +383,8 @@ def _graph_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: flo
             row["error"] = record.error or "no formula"
             continue
         try:
-            comp = composition_graph(record.formula, embedding)  # batches always carry compositions
-            graph = crystal_graph(record.structure) if wants_structure else None
+            comp = graphs.composition(record.formula, embedding)  # batches always carry compositions
+            graph = graphs.crystal(record) if wants_structure else None
         except Exception as err:  # noqa: BLE001 - one bad row is that row's error
             row["error"] = f"cannot featurise {record.formula or record.id}: {err}"
             continue
@@ -413,7 +435,8 @@ def _stack_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: flo
 
     stack, config = loaded.network, loaded.meta["config"]
     names = [m["name"] for m in config["members"]]
-    member_rows = {name: _graph_chunk(chunk, stack.member(name), 0.5) for name in names}
+    graphs = _ChunkGraphs()
+    member_rows = {name: _graph_chunk(chunk, stack.member(name), 0.5, graphs) for name in names}
     structured = [k for k, record in enumerate(chunk) if record.ok]
     trees = None
     if TREES in config["inputs"] and structured:
