@@ -167,6 +167,10 @@ def test_a_label_with_an_auxiliary_target_known_on_some_rows(splits, cache, tmp_
     pred = loaded.predict(splits["test"][["id", "formula", "cif"]]).crystals
     saved = pd.read_csv(tmp_path / "predictions.csv").query("split == 'test'")
     np.testing.assert_allclose(pred.set_index("id")["likelihood"].reindex(saved["id"]), saved["probability"], rtol=1e-4)
+    unknown = {**cls, "val": cls["val"].assign(aux=np.nan)}  # known on training rows only
+    fit(unknown, tmp_path / "train-only", _cfg(task="classification", epochs=1), cache=cache)
+    history = pd.read_csv(tmp_path / "train-only" / "history.csv")
+    assert history.get("val_aux_mse", pd.Series(dtype=float)).isna().all()  # no value, not a false 0
     with pytest.raises(ValueError, match="classification task only"):
         fit({k: v.assign(aux=1.0) for k, v in splits.items()}, tmp_path / "regression", _cfg(), cache=cache)
 

@@ -194,9 +194,9 @@ def _lightning():
                     squared = torch.where(known, out[:, 1:] - y[:, 1:].nan_to_num(), 0.0) ** 2
                     if stage == "train":
                         per_row = per_row + self.hparams.aux_weight * squared.sum(1, keepdim=True)
-                    else:
-                        self.log(f"{stage}_aux_mse", squared.sum() / known.sum().clamp_min(1), on_step=False,
-                                 on_epoch=True, batch_size=batch.n)
+                    elif n_known := int(known.sum()):  # the mean over known values; none known: no value
+                        self.log(f"{stage}_aux_mse", squared.sum() / n_known, on_step=False, on_epoch=True,
+                                 batch_size=n_known)
                 name, per_metric = f"{stage}_acc", ((logit > 0).float() == label).float()
             else:
                 per_row = (out - y) ** 2
