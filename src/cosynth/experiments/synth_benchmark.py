@@ -677,6 +677,7 @@ def _result(bench: Benchmark, judged: dict, candidates: list[str], winner: str |
 
     f = bench.frame
     saved = bench.work / "seconds.json"
+    stage_seconds = json.loads(saved.read_text()) if saved.exists() else {}
     return {"config": asdict(bench.config), "split_fingerprint": split_fingerprint(f), "leakage": leakage_checks(f),
             "rows": {s: int((f["split"] == s).sum()) for s in SPLITS},
             "positives": {s: int(f.loc[f["split"] == s, LABEL].sum()) for s in SPLITS},
@@ -686,7 +687,7 @@ def _result(bench: Benchmark, judged: dict, candidates: list[str], winner: str |
             "candidate_words": {c: candidate_words(c, voxel_state(bench), bench.config, stack_state(bench))
                                 for c in candidates},
             "stack": stack_state(bench),
-            "seconds": {k: v for k, v in (json.loads(saved.read_text()) if saved.exists() else {}).items() if k in judged},
+            "seconds": {k: v for k, v in stage_seconds.items() if k in judged},  # the models this report shows
             "wall_seconds_this_command": round(seconds, 1)}
 
 
