@@ -440,9 +440,9 @@ def _stack_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: flo
     structured = [k for k, record in enumerate(chunk) if record.ok]
     trees = None
     if TREES in config["inputs"] and structured:
-        described = compute_descriptors([chunk[k].formula for k in structured],
-                                        [chunk[k].structure for k in structured], use_cache=False)
-        trees = dict(zip(structured, stack.tree_probability(described[config["descriptors"]].to_numpy(float))))
+        formulas = [chunk[k].formula for k in structured]
+        described = compute_descriptors(formulas, [chunk[k].structure for k in structured], use_cache=False)
+        trees = dict(zip(structured, stack.tree_probability(described, formulas)))
     composition = config.get("composition_member")
     rows = []
     for k, record in enumerate(chunk):

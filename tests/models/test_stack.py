@@ -1,30 +1,68 @@
-"""The stacked classifier: its trees are sklearn's, and it round-trips through one model file."""
+"""The stacked classifier: its forests are sklearn's, and it round-trips through one model file."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 
-def test_stored_trees_give_sklearns_probabilities_missing_values_included(tmp_path):
-    from cosynth.audit.baselines import descriptor_trees
-    from cosynth.models.registry import load_model, save_model
-    from cosynth.models.stack import TREES, Stack, trees_from_sklearn
+def _forests(rng):
+    """A classifier on two own descriptors and one log-ratio, and the regressor that expects that
+    descriptor's log from the composition; with the data they were fitted on."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
 
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(400, 4))
-    y = (X[:, 0] + 0.5 * X[:, 1] ** 2 + rng.normal(0, 0.5, 400) > 0.3).astype(int)
-    X[rng.random(X.shape) < 0.05] = np.nan  # missing descriptors follow sklearn's learnt side
-    fitted = descriptor_trees(X, y, seed=0)
-    trees = trees_from_sklearn(fitted)
-    stack = Stack(members=[], inputs=[TREES], weights=[2.0], bias=-1.0, descriptors=["a", "b", "c", "d"],
-                  n_nodes=trees["n_nodes"], n_trees=trees["n_trees"], tree_baseline=trees["tree_baseline"])
-    stack.set_trees(trees["arrays"])
-    np.testing.assert_allclose(stack.tree_probability(X), fitted.predict_proba(X)[:, 1], rtol=0, atol=1e-12)
+    from cosynth.audit.baselines import descriptor_trees
+    from cosynth.models.stack import composition_features, tree_features
+
+    n = 400
+    formulas = rng.choice(["NaCl", "KCl", "MgO", "Si", "TiO2", "Fe2O3"], n)
+    described = pd.DataFrame({"density": rng.uniform(1, 8, n), "n_sites": rng.integers(1, 40, n).astype(float),
+                              "volume_per_atom": rng.uniform(8, 30, n), "mean_atomic_mass": rng.uniform(10, 60, n),
+                              "n_elements": rng.integers(1, 4, n).astype(float),
+                              "mean_covalent_radius": rng.uniform(0.6, 1.6, n)})
+    described.loc[rng.random(n) < 0.05, "density"] = np.nan  # missing descriptors follow sklearn's learnt side
+    elements = ["Cl", "Fe", "K", "Mg", "Na", "O", "Si", "Ti"]
+    composition = composition_features(described, formulas, elements)
+    target = np.log(described["volume_per_atom"].to_numpy())
+    regressor = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(composition, target)
+    expected = {"volume_per_atom": regressor.predict(composition)}
+    X = tree_features(described, ["density", "n_sites"], expected)
+    y = (np.nan_to_num(X[:, 0]) + 2 * X[:, 2] + rng.normal(0, 0.5, n) > 4).astype(int)
+    return described, formulas, elements, regressor, descriptor_trees(X, y, seed=0), X
+
+
+def test_stored_forests_give_sklearns_outputs_and_round_trip(tmp_path):
+    from cosynth.models.registry import load_model, save_model
+    from cosynth.models.stack import CLASSIFIER, EXPECTED_PREFIX, TREES, Stack, forest_from_sklearn, join_forests
+
+    described, formulas, elements, regressor, classifier, X = _forests(np.random.default_rng(0))
+    forests, arrays = join_forests({CLASSIFIER: forest_from_sklearn(classifier),
+                                    EXPECTED_PREFIX + "volume_per_atom": forest_from_sklearn(regressor)})
+    stack = Stack(members=[], inputs=[TREES], weights=[2.0], bias=-1.0, descriptors=["density", "n_sites"],
+                  expected=["volume_per_atom"], elements=elements, n_nodes=len(arrays["feature"]), forests=forests)
+    stack.set_trees(arrays)
+    from cosynth.models.stack import composition_features
+
+    composition = composition_features(described, formulas, elements)
+    np.testing.assert_allclose(stack.forest_raw(EXPECTED_PREFIX + "volume_per_atom", composition),
+                               regressor.predict(composition), rtol=0, atol=1e-12)
+    p = stack.tree_probability(described, formulas)
+    np.testing.assert_allclose(p, classifier.predict_proba(X)[:, 1], rtol=0, atol=1e-12)
     path = save_model(stack, tmp_path / "stack.pt", {"task": "classification", "inputs": "structure"})
     loaded = load_model(path)
     assert loaded.family == "stack" and loaded.inputs == "structure"
-    p = loaded.network.tree_probability(X[:5])
-    np.testing.assert_allclose(loaded.network.logit({}, p), -1.0 + 2.0 * p)
+    np.testing.assert_allclose(loaded.network.tree_probability(described[:5], formulas[:5]), p[:5], rtol=0, atol=0)
+    np.testing.assert_allclose(loaded.network.logit({}, p[:5]), -1.0 + 2.0 * p[:5])
+    with pytest.raises(KeyError, match="no forest 'expected:density'"):
+        stack.forest_raw(EXPECTED_PREFIX + "density", composition)
     with pytest.raises(ValueError, match="2 weights for 1 inputs"):
         Stack(members=[], inputs=[TREES], weights=[1.0, 2.0], bias=0.0)
+
+
+def test_element_fractions_count_known_elements_and_leave_bad_formulas_unknown():
+    from cosynth.represent.descriptors import element_fractions
+
+    got = element_fractions(["Fe2O3", "NaCl", "not a formula", None], ["O", "Fe", "Na"])
+    np.testing.assert_allclose(got[:2], [[0.6, 0.4, 0.0], [0.0, 0.0, 0.5]])  # Cl is outside the list
+    assert np.isnan(got[2:]).all()

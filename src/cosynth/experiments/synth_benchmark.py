@@ -52,6 +52,7 @@ class BenchmarkConfig:
     voxel_max_minutes: float | None = None
     voxel_ensemble: int = 2  # rotations per crystal when scoring the voxel CNN (as for XIE-SPP)
     n_boot: int = 200
+    decoys: int = 3000  # strained copies of training positives, negatives for the per-crystal trees
     quick: bool = False
     max_rows: int | None = None  # quick runs: this many structures (whole formulas)
     candidates: tuple = ("cgcnn", "cgcnn_balanced", "cosnet", "cosnet_balanced", "cosnet_energy")
@@ -295,8 +296,7 @@ def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
         bench.store("descriptor_trees", fitted[0], time.perf_counter() - t0)
     if not bench.has(PER_CRYSTAL_TREES):
         t0 = time.perf_counter()
-        trees, features = per_crystal_trees(bench)
-        bench.store(PER_CRYSTAL_TREES, trees.predict_proba(features)[:, 1], time.perf_counter() - t0)
+        bench.store(PER_CRYSTAL_TREES, per_crystal_trees(bench).probability, time.perf_counter() - t0)
     for column, sign in (("e_above_hull", -1.0), ("clscore_pucgcnn", 1.0)):
         if not bench.has(column):
             bench.store(column, sign * pd.to_numeric(f[column], errors="coerce").to_numpy(float), 0.0)
@@ -324,14 +324,93 @@ def per_crystal_descriptor_names() -> list[str]:
     return [d for d in DEFAULT_STRUCTURE if d not in CATEGORICAL]
 
 
-def per_crystal_trees(bench: Benchmark):
-    """The descriptor trees fitted on the training rows' own descriptors (seeded, so a refit is the
-    same model), and the feature matrix of every row."""
-    from cosynth.audit.baselines import descriptor_trees
+EXPECTED = ("volume_per_atom", "packing_fraction", "min_distance")  # what a composition leads one to expect
+DECOY_VOLUMES = ((0.6, 0.8), (1.3, 1.6))  # a decoy's volume over its original's: squeezed or stretched
+EXPECTING_FOLDS = 5
 
-    features = bench.descriptors()[per_crystal_descriptor_names()].to_numpy(float)
-    train = (bench.frame["split"] == "train").to_numpy()
-    return descriptor_trees(features[train], bench.frame[LABEL].to_numpy(int)[train], bench.config.seed), features
+
+class PerCrystalTrees(NamedTuple):
+    classifier: object  # HistGradientBoostingClassifier on :func:`cosynth.models.stack.tree_features`
+    expecting: dict  # descriptor of EXPECTED -> HistGradientBoostingRegressor of its log on the composition
+    elements: list  # the composition features' elements
+    probability: np.ndarray  # the classifier's, for every row
+
+
+def strained_copies(bench: Benchmark) -> tuple[np.ndarray, pd.DataFrame]:
+    """Decoy negatives: training positives (seeded) squeezed or stretched far from any made crystal
+    (:data:`DECOY_VOLUMES`); (their originals' rows, their descriptors). Kept in the work folder."""
+    from pymatgen.core import Structure
+
+    from cosynth.represent.descriptors import compute_descriptors
+
+    path = bench.work / "decoys.parquet"
+    if path.exists():
+        kept = pd.read_parquet(path)
+        return kept.pop("source").to_numpy(int), kept
+    f = bench.frame
+    rng = np.random.default_rng(bench.config.seed)
+    positives = np.flatnonzero((f["split"] == "train").to_numpy() & (f[LABEL].to_numpy(int) == 1))
+    source = np.sort(rng.choice(positives, min(bench.config.decoys, len(positives)), replace=False))
+    factors = [rng.uniform(*DECOY_VOLUMES[rng.integers(len(DECOY_VOLUMES))]) for _ in source]
+    structures = []
+    for i, factor in zip(source, factors):
+        structure = Structure.from_str(f["cif"].iloc[i], fmt="cif")
+        structure.scale_lattice(structure.volume * factor)
+        structures.append(structure)
+    described = compute_descriptors(f["formula"].iloc[source].tolist(), structures, use_cache=False,
+                                    progress=bench.progress)
+    keep = described["descriptor_error"].isna().to_numpy()
+    described = described[keep].reset_index(drop=True)
+    write_table(described.assign(source=source[keep]), path)
+    return source[keep], described
+
+
+def per_crystal_trees(bench: Benchmark) -> PerCrystalTrees:
+    """The descriptor trees of one crystal alone, fitted on the training rows and the decoys (seeded,
+    so a refit is the same model). Their features: the crystal's own descriptors and, for each of
+    :data:`EXPECTED`, its log minus what trees on the composition expect; a training row's
+    expectation comes from trees fitted without its formula's fold, as a new crystal's would."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.model_selection import GroupKFold
+
+    from cosynth.audit.baselines import descriptor_trees
+    from cosynth.models.stack import composition_features, tree_features
+
+    f, described, seed = bench.frame, bench.descriptors(), bench.config.seed
+    train = (f["split"] == "train").to_numpy()
+    labels = f[LABEL].to_numpy(int)
+    elements = sorted({e.symbol for formula in f.loc[train, "formula"] for e in _elements(formula)})
+    composition = composition_features(described, f["formula"].tolist(), elements)
+    rows = np.flatnonzero(train)
+    folds = np.full(len(f), -1)
+    for k, (_, held) in enumerate(GroupKFold(EXPECTING_FOLDS).split(rows, groups=f["formula"].to_numpy()[rows])):
+        folds[rows[held]] = k
+
+    def expecting(fit_rows, target):
+        fit_rows = fit_rows & np.isfinite(target)
+        return HistGradientBoostingRegressor(max_iter=300, random_state=seed).fit(composition[fit_rows], target[fit_rows])
+
+    models, expected = {}, {}
+    for d in EXPECTED:
+        with np.errstate(divide="ignore"):
+            target = np.log(described[d].to_numpy(float))
+        models[d] = expecting(train, target)
+        expected[d] = models[d].predict(composition)
+        for k in range(EXPECTING_FOLDS):
+            expected[d][folds == k] = expecting(train & (folds != k), target).predict(composition[folds == k])
+    names = per_crystal_descriptor_names()
+    features = tree_features(described, names, expected)
+    source, decoys = strained_copies(bench)
+    decoy_features = tree_features(decoys, names, {d: expected[d][source] for d in EXPECTED})  # composition: theirs
+    classifier = descriptor_trees(np.vstack([features[train], decoy_features]),
+                                  np.concatenate([labels[train], np.zeros(len(source), int)]), seed)
+    return PerCrystalTrees(classifier, models, elements, classifier.predict_proba(features)[:, 1])
+
+
+def _elements(formula: str):
+    from pymatgen.core import Composition
+
+    return [getattr(e, "element", e) for e in Composition(formula).elements]
 
 
 class Candidate(NamedTuple):
@@ -444,8 +523,11 @@ BASELINES = {
     "descriptor_trees": "gradient-boosted trees on the audit's structure descriptors and their ratios to the median of "
                         "the row's formula in the table (fitted on training rows; the ratios see the other polymorphs "
                         "scored with it, so no single-crystal model can use them)",
-    "descriptor_trees_per_crystal": "the same trees on the crystal's own descriptors only (no ratios): what the "
-                                    "stack takes from them",
+    "descriptor_trees_per_crystal": "the same trees on the crystal's own descriptors and, for volume per atom, "
+                                    "packing fraction and shortest distance, the log-ratio to what trees on the "
+                                    "composition expect (fitted on training rows of other formulas), with strained "
+                                    "copies of training positives (volume x0.6-0.8 or x1.3-1.6) as extra negatives: "
+                                    "what the stack takes from them",
     "roost_composition": "Roost on the composition only (structures' formulas + composition-only rows)",
     "e_above_hull": "energy above the convex hull, lower = more synthesizable (rows that have it)",
     "clscore_pucgcnn": "PU-CGCNN CLscore (rows that have it; LEAKY: trained on these labels)",
@@ -558,7 +640,10 @@ def candidate_model(bench: Benchmark, name: str, files: dict, installed: list[Pa
         return load_model(run)
     tag, split = f"cosynth benchmark synth ({name})", split_fingerprint(bench.frame)
     for path in installed:
-        loaded = load_model(path) if path.exists() else None
+        try:
+            loaded = load_model(path) if path.exists() else None
+        except Exception:  # noqa: BLE001 - a file this version cannot read (an older format) is no candidate
+            loaded = None
         if loaded is None or loaded.metrics.get("benchmark_split") != split:
             continue
         if loaded.meta.get("provenance", {}).get("benchmark") == tag:
@@ -573,7 +658,7 @@ def add_stack(bench: Benchmark, candidates: list[str], files: dict, installed: l
     it scored or rescored (members retrained because no model file of theirs was left, and the stack)."""
     from cosynth.data.synth_benchmark import split_fingerprint
     from cosynth.models.registry import FAMILIES, load_model, save_model
-    from cosynth.models.stack import TREES, Stack, trees_from_sklearn
+    from cosynth.models.stack import CLASSIFIER, EXPECTED_PREFIX, TREES, Stack, forest_from_sklearn, join_forests
 
     pool = [c for c in candidates if c in CANDIDATES] + ([PER_CRYSTAL_TREES] if bench.has(PER_CRYSTAL_TREES) else [])
     run = bench.work / "runs" / STACK / "model.pt"
@@ -598,23 +683,24 @@ def add_stack(bench: Benchmark, candidates: list[str], files: dict, installed: l
     X = np.column_stack([bench.scores[i].to_numpy(float) for i in inputs])
     layer = _layer(X[val], y[val])
     composition = next((m for m in members if FAMILIES[loaded[m].family][2] != "structure"), None)
-    trees = {}
+    tree_args, arrays = {}, {}
     if PER_CRYSTAL_TREES in inputs:
-        fitted, _ = per_crystal_trees(bench)
-        trees = trees_from_sklearn(fitted)
+        fitted = per_crystal_trees(bench)
+        forests, arrays = join_forests({CLASSIFIER: forest_from_sklearn(fitted.classifier),
+                                        **{EXPECTED_PREFIX + d: forest_from_sklearn(m) for d, m in fitted.expecting.items()}})
+        tree_args = {"descriptors": per_crystal_descriptor_names(), "expected": list(EXPECTED),
+                     "elements": fitted.elements, "n_nodes": len(arrays["feature"]), "forests": forests}
     network = Stack(
         members=[{"name": m, "family": loaded[m].family, "config": loaded[m].network.config,
                   "target_scale": loaded[m].target_scale, "provenance": f"cosynth benchmark synth ({m})"}
                  for m in members],
         inputs=[TREES if i == PER_CRYSTAL_TREES else i for i in inputs], weights=layer.coef_[0].tolist(),
-        bias=float(layer.intercept_[0]), descriptors=per_crystal_descriptor_names() if trees else [],
-        n_nodes=trees.get("n_nodes", 0), n_trees=trees.get("n_trees", 0), tree_baseline=trees.get("tree_baseline", 0.0),
+        bias=float(layer.intercept_[0]), **tree_args,
         composition_member=composition, composition_calibration=None if composition is None else dict(zip(
             ("a", "b"), platt(bench.scores[composition].to_numpy(float)[val], y[val]))))
     for name, member in loaded.items():
         network.members[name].load_state_dict(member.network.state_dict())
-    if trees:
-        network.set_trees(trees["arrays"])
+    network.set_trees(arrays)
     save_model(network, run, {"task": "classification", "inputs": "structure" if composition is None else "either",
                               "provenance": {"source": f"stack of {', '.join(inputs)} on split "
                                                        f"{split_fingerprint(f)}"}})

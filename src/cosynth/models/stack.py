@@ -26,40 +26,84 @@ def likelihood_logit(p) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def trees_from_sklearn(model) -> dict:
-    """The fitted trees of a binary ``HistGradientBoostingClassifier`` (numeric features only) as
-    flat node arrays: the constructor arguments of :class:`Stack` that hold them."""
+CLASSIFIER = "classifier"  # the forest whose probability the layer takes
+EXPECTED_PREFIX = "expected:"  # + a descriptor: the forest that expects its log from the composition
+
+
+def forest_from_sklearn(model) -> dict:
+    """The fitted trees of a ``HistGradientBoostingClassifier`` (binary) or ``...Regressor`` (numeric
+    features only) as flat node arrays, each tree's child indices counted from its own root."""
     nodes = [predictor[0].nodes for predictor in model._predictors]
     if any(n["is_categorical"].any() for n in nodes):
         raise ValueError("categorical splits cannot be stored in a stack")
-    offsets = np.cumsum([0] + [len(n) for n in nodes[:-1]])
+    offsets = np.cumsum([0] + [len(n) for n in nodes[:-1]]).astype(np.int64)
     flat = np.concatenate(nodes)
-    return {"n_nodes": int(len(flat)), "n_trees": len(nodes),
-            "tree_baseline": float(np.ravel(model._baseline_prediction)[0]),
+    return {"n_trees": len(nodes), "baseline": float(np.ravel(model._baseline_prediction)[0]),
             "arrays": {"feature": flat["feature_idx"].astype(np.int64),
                        "threshold": flat["num_threshold"].astype(np.float64),
                        "left": np.concatenate([n["left"].astype(np.int64) + o for n, o in zip(nodes, offsets)]),
                        "right": np.concatenate([n["right"].astype(np.int64) + o for n, o in zip(nodes, offsets)]),
                        "leaf": flat["is_leaf"].astype(bool), "missing_left": flat["missing_go_to_left"].astype(bool),
-                       "value": flat["value"].astype(np.float64), "roots": offsets.astype(np.int64)}}
+                       "value": flat["value"].astype(np.float64), "roots": offsets}}
+
+
+def join_forests(forests: dict[str, dict]) -> tuple[list[dict], dict]:
+    """Several :func:`forest_from_sklearn` forests as one set of node arrays: (the ``forests``
+    argument of :class:`Stack`, the arrays for :meth:`Stack.set_trees`)."""
+    specs, parts, start = [], [], 0
+    for name, forest in forests.items():
+        a = dict(forest["arrays"])
+        for key in ("left", "right", "roots"):
+            a[key] = a[key] + start
+        specs.append({"name": name, "n_trees": forest["n_trees"], "baseline": forest["baseline"]})
+        parts.append(a)
+        start += len(a["feature"])
+    arrays = {key: np.concatenate([a[key] for a in parts]) for key in parts[0]} if parts else {}
+    return specs, arrays
+
+
+def composition_features(described, formulas, elements: list[str]) -> np.ndarray:
+    """What the expecting forests read: each element's share of the formula, then the composition
+    descriptors (:data:`EXPECTING_COMPOSITION`)."""
+    from cosynth.represent.descriptors import element_fractions
+
+    return np.column_stack([element_fractions(formulas, elements),
+                            described[list(EXPECTING_COMPOSITION)].to_numpy(float)])
+
+
+EXPECTING_COMPOSITION = ("mean_atomic_mass", "n_elements", "mean_covalent_radius")
+
+
+def tree_features(described, descriptors: list[str], expected: dict[str, np.ndarray]) -> np.ndarray:
+    """The classifier forest's features: the crystal's own descriptors, then for each descriptor of
+    ``expected`` its log minus what the composition expects (how much looser or denser, say, this
+    crystal is than crystals of its composition usually are)."""
+    own = described[list(descriptors)].to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = [np.log(described[d].to_numpy(float)) - expected[d] for d in expected]
+    return np.column_stack([own, *ratios])
 
 
 class Stack(ConfiguredModule):
-    """Member networks, optional descriptor trees, and the logistic layer over their logits.
+    """Member networks, optional descriptor forests, and the logistic layer over their outputs.
 
     Args:
         members: ``{"name", "family", "config", "target_scale"}`` of each member network.
         inputs: the layer's inputs in the order of ``weights``: member names and :data:`TREES`.
-        weights, bias: the logistic layer (on member logits and the trees' probability).
-        descriptors: the trees' features, in order (names of
+        weights, bias: the logistic layer (on member logits and the classifier forest's probability).
+        descriptors: the classifier's own-descriptor features, in order (names of
             :func:`cosynth.represent.descriptors.compute_descriptors`).
-        n_nodes, n_trees, tree_baseline: the trees' size and raw starting score (0 nodes: no trees).
+        expected: descriptors whose log, relative to what a forest expects from the composition,
+            the classifier also reads (one forest ``expected:<descriptor>`` each).
+        elements: the elements of those forests' composition features, in order.
+        n_nodes: nodes of all forests together (0: no trees).
+        forests: ``{"name", "n_trees", "baseline"}`` of each forest, in the order of the node arrays.
         composition_member: the member that scores formula-only rows (None: such rows are errors).
         composition_calibration: that member's Platt ``{"a", "b"}``.
     """
 
     def __init__(self, members: list, inputs: list, weights: list, bias: float, descriptors: list = (),
-                 n_nodes: int = 0, n_trees: int = 0, tree_baseline: float = 0.0,
+                 expected: list = (), elements: list = (), n_nodes: int = 0, forests: list = (),
                  composition_member: str | None = None, composition_calibration: dict | None = None):
         from cosynth.models.registry import model_class
 
@@ -67,19 +111,19 @@ class Stack(ConfiguredModule):
         if len(weights) != len(inputs):
             raise ValueError(f"{len(weights)} weights for {len(inputs)} inputs")
         self.config = dict(members=[dict(m) for m in members], inputs=list(inputs), weights=[float(w) for w in weights],
-                           bias=float(bias), descriptors=list(descriptors), n_nodes=int(n_nodes), n_trees=int(n_trees),
-                           tree_baseline=float(tree_baseline), composition_member=composition_member,
-                           composition_calibration=composition_calibration)
+                           bias=float(bias), descriptors=list(descriptors), expected=list(expected),
+                           elements=list(elements), n_nodes=int(n_nodes), forests=[dict(f) for f in forests],
+                           composition_member=composition_member, composition_calibration=composition_calibration)
         self.members = torch.nn.ModuleDict({m["name"]: model_class(m["family"]).from_config(dict(m["config"]))
                                             for m in members})
         for name, dtype in (("feature", torch.int64), ("threshold", torch.float64), ("left", torch.int64),
                             ("right", torch.int64), ("leaf", torch.bool), ("missing_left", torch.bool),
                             ("value", torch.float64)):
             self.register_buffer(f"tree_{name}", torch.zeros(n_nodes, dtype=dtype))
-        self.register_buffer("tree_roots", torch.zeros(n_trees, dtype=torch.int64))
+        self.register_buffer("tree_roots", torch.zeros(sum(f["n_trees"] for f in forests), dtype=torch.int64))
 
     def set_trees(self, arrays: dict) -> "Stack":
-        """Fill the tree buffers from :func:`trees_from_sklearn`'s ``arrays``."""
+        """Fill the tree buffers from :func:`join_forests`'s arrays."""
         for name, values in arrays.items():
             buffer = getattr(self, f"tree_{name}")
             buffer.copy_(torch.as_tensor(values, dtype=buffer.dtype))
@@ -94,19 +138,42 @@ class Stack(ConfiguredModule):
             "family": spec["family"], "config": spec["config"], "inputs": FAMILIES[spec["family"]][2],
             "task": "classification", "target_scale": spec.get("target_scale", 1.0), "path": f"<stack member {name}>"})
 
-    def tree_probability(self, features: np.ndarray) -> np.ndarray:
-        """The trees' positive-class probability for rows of descriptor values (NaN = missing)."""
+    def forest_raw(self, name: str, features: np.ndarray) -> np.ndarray:
+        """One forest's raw output (a logit for the classifier, a value for a regressor) for rows of
+        features (NaN = missing)."""
+        first = 0
+        for spec in self.config["forests"]:
+            if spec["name"] == name:
+                break
+            first += spec["n_trees"]
+        else:
+            raise KeyError(f"no forest {name!r} in this stack")
         x = np.asarray(features, dtype=np.float64)
         feature, threshold = self.tree_feature.numpy(), self.tree_threshold.numpy()
         left, right, leaf = self.tree_left.numpy(), self.tree_right.numpy(), self.tree_leaf.numpy()
         missing_left = self.tree_missing_left.numpy()
-        node = np.tile(self.tree_roots.numpy(), (len(x), 1))  # (rows, trees): each row walks every tree
+        roots = self.tree_roots.numpy()[first:first + spec["n_trees"]]
+        node = np.tile(roots, (len(x), 1))  # (rows, trees): each row walks every tree
         rows = np.arange(len(x))[:, None]
         while not leaf[node].all():
             value = x[rows, feature[node]]
             go_left = np.where(np.isnan(value), missing_left[node], value <= threshold[node])
             node = np.where(leaf[node], node, np.where(go_left, left[node], right[node]))
-        raw = self.config["tree_baseline"] + self.tree_value.numpy()[node].sum(axis=1)
+        leaf_values = self.tree_value.numpy()[node]
+        raw = np.full(len(x), spec["baseline"])
+        for tree in range(leaf_values.shape[1]):  # tree by tree, as sklearn adds them: the same rounding
+            raw += leaf_values[:, tree]
+        return raw
+
+    def tree_probability(self, described, formulas) -> np.ndarray:
+        """The classifier forest's positive-class probability from each crystal's descriptors (a table
+        of :func:`cosynth.represent.descriptors.compute_descriptors`) and formula."""
+        c = self.config
+        expected = {}
+        if c["expected"]:
+            composition = composition_features(described, formulas, c["elements"])
+            expected = {d: self.forest_raw(EXPECTED_PREFIX + d, composition) for d in c["expected"]}
+        raw = self.forest_raw(CLASSIFIER, tree_features(described, c["descriptors"], expected))
         return 1.0 / (1.0 + np.exp(-raw))
 
     def logit(self, member_logits: dict, tree_probability: np.ndarray | None = None) -> np.ndarray:

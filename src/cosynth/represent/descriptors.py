@@ -80,6 +80,24 @@ def composition_descriptors(formula: str | Composition) -> dict[str, float]:
     }
 
 
+def element_fractions(formulas: Sequence[str | None], elements: Sequence[str]) -> np.ndarray:
+    """Each formula's atomic fraction of every element of ``elements`` (rows, elements); an element
+    outside the list counts for nothing, and an unreadable or missing formula is a row of NaN."""
+    column = {symbol: k for k, symbol in enumerate(elements)}
+    out = np.zeros((len(formulas), len(elements)))
+    for row, formula in enumerate(formulas):
+        try:
+            fractions = Composition(formula).fractional_composition
+        except Exception:  # noqa: BLE001 - that row is unknown, not the batch's failure
+            out[row] = np.nan
+            continue
+        for species, share in fractions.items():
+            k = column.get(getattr(getattr(species, "element", species), "symbol", str(species)))
+            if k is not None:
+                out[row, k] += share
+    return out
+
+
 def structure_descriptors(structure: Structure, symprec: float = 0.1) -> dict[str, object]:
     """Descriptors of one ordered crystal structure."""
     volume = float(structure.volume)
