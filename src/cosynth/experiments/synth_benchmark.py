@@ -354,12 +354,15 @@ def strained_copies(bench: Benchmark) -> tuple[np.ndarray, pd.DataFrame]:
     factors = [rng.uniform(*DECOY_VOLUMES[rng.integers(len(DECOY_VOLUMES))]) for _ in source]
     structures = []
     for i, factor in zip(source, factors):
-        structure = Structure.from_str(f["cif"].iloc[i], fmt="cif")
-        structure.scale_lattice(structure.volume * factor)
+        try:
+            structure = Structure.from_str(f["cif"].iloc[i], fmt="cif")
+            structure.scale_lattice(structure.volume * factor)
+        except Exception:  # noqa: BLE001 - an unreadable original gives no decoy (its row is dropped below)
+            structure = None
         structures.append(structure)
     described = compute_descriptors(f["formula"].iloc[source].tolist(), structures, use_cache=False,
                                     progress=bench.progress)
-    keep = described["descriptor_error"].isna().to_numpy()
+    keep = described["descriptor_error"].isna().to_numpy() & np.array([s is not None for s in structures])
     described = described[keep].reset_index(drop=True)
     write_table(described.assign(source=source[keep]), path)
     return source[keep], described
