@@ -144,6 +144,7 @@ class Benchmark:
             {"id": self.frame["id"]})
         self.seconds: dict[str, float] = {}
         self.trained: set[str] = set()  # candidates trained by this run (not reused)
+        self.per_crystal = None  # the per-crystal trees, once fitted in this run (:func:`per_crystal_trees`)
 
     def descriptors(self) -> pd.DataFrame:
         """The audit's descriptors of every structure (computed once, then kept in the work folder)."""
@@ -372,7 +373,10 @@ def per_crystal_trees(bench: Benchmark) -> PerCrystalTrees:
     """The descriptor trees of one crystal alone, fitted on the training rows and the decoys (seeded,
     so a refit is the same model). Their features: the crystal's own descriptors and, for each of
     :data:`EXPECTED`, its log minus what trees on the composition expect; a training row's
-    expectation comes from trees fitted without its formula's fold, as a new crystal's would."""
+    expectation comes from trees fitted without its formula's fold, as a new crystal's would. Fitted
+    once a run: the baseline row and the stack share them."""
+    if bench.per_crystal is not None:
+        return bench.per_crystal
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.model_selection import GroupKFold
 
@@ -407,7 +411,8 @@ def per_crystal_trees(bench: Benchmark) -> PerCrystalTrees:
     decoy_features = tree_features(decoys, names, {d: expected[d][source] for d in EXPECTED})  # composition: theirs
     classifier = descriptor_trees(np.vstack([features[train], decoy_features]),
                                   np.concatenate([labels[train], np.zeros(len(source), int)]), seed)
-    return PerCrystalTrees(classifier, models, elements, classifier.predict_proba(features)[:, 1])
+    bench.per_crystal = PerCrystalTrees(classifier, models, elements, classifier.predict_proba(features)[:, 1])
+    return bench.per_crystal
 
 
 def _elements(formula: str):

@@ -32,7 +32,7 @@ EXPECTED_PREFIX = "expected:"  # + a descriptor: the forest that expects its log
 
 def forest_from_sklearn(model) -> dict:
     """The fitted trees of a ``HistGradientBoostingClassifier`` (binary) or ``...Regressor`` (numeric
-    features only) as flat node arrays, each tree's child indices counted from its own root."""
+    features only) as flat node arrays; child indices and roots count from the forest's first node."""
     nodes = [predictor[0].nodes for predictor in model._predictors]
     if any(n["is_categorical"].any() for n in nodes):
         raise ValueError("categorical splits cannot be stored in a stack")
@@ -62,6 +62,9 @@ def join_forests(forests: dict[str, dict]) -> tuple[list[dict], dict]:
     return specs, arrays
 
 
+EXPECTING_COMPOSITION = ("mean_atomic_mass", "n_elements", "mean_covalent_radius")
+
+
 def composition_features(described, formulas, elements: list[str]) -> np.ndarray:
     """What the expecting forests read: each element's share of the formula, then the composition
     descriptors (:data:`EXPECTING_COMPOSITION`)."""
@@ -69,9 +72,6 @@ def composition_features(described, formulas, elements: list[str]) -> np.ndarray
 
     return np.column_stack([element_fractions(formulas, elements),
                             described[list(EXPECTING_COMPOSITION)].to_numpy(float)])
-
-
-EXPECTING_COMPOSITION = ("mean_atomic_mass", "n_elements", "mean_covalent_radius")
 
 
 def tree_features(described, descriptors: list[str], expected: dict[str, np.ndarray]) -> np.ndarray:
