@@ -70,17 +70,22 @@ def within_origin_auc(y, p, origin) -> tuple[float, dict[str, float]]:
 def _pair_counts(y, p, formula, origin=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per group of rows with one formula (and one origin, when given) that has both labels: (its
     formula, its name, pairs ranked right (ties half), pairs)."""
-    frame = pd.DataFrame({"y": np.asarray(y, int), "p": np.asarray(p, float), "f": np.asarray(formula),
-                          "o": "" if origin is None else np.asarray(origin)})
+    y, p = np.asarray(y, int), np.asarray(p, float)
+    frame = pd.DataFrame({"f": np.asarray(formula), "o": "" if origin is None else np.asarray(origin)})
+    group = frame.groupby(["f", "o"], sort=True).ngroup().to_numpy()
+    size, positives = np.bincount(group), np.bincount(group, weights=y)
+    order = np.argsort(group, kind="stable")  # rows of one group together, in their own order
+    starts = np.concatenate([[0], np.cumsum(size)])
     formulas, names, right, pairs = [], [], [], []
-    for (f, o), g in frame.groupby(["f", "o"], sort=True):
-        pos, neg = g.loc[g["y"] == 1, "p"].to_numpy(), g.loc[g["y"] == 0, "p"].to_numpy()
-        if len(pos) and len(neg):
-            diff = pos[:, None] - neg[None, :]
-            formulas.append(f)
-            names.append(f"{f} ({o})" if o else f)
-            right.append(float((diff > 0).sum() + 0.5 * (diff == 0).sum()))
-            pairs.append(diff.size)
+    for k in np.flatnonzero((positives > 0) & (positives < size)):  # only groups with both labels
+        rows = order[starts[k]:starts[k + 1]]
+        pos, neg = p[rows][y[rows] == 1], p[rows][y[rows] == 0]
+        diff = pos[:, None] - neg[None, :]
+        f, o = frame["f"].iat[rows[0]], frame["o"].iat[rows[0]]
+        formulas.append(f)
+        names.append(f"{f} ({o})" if o else f)
+        right.append(float((diff > 0).sum() + 0.5 * (diff == 0).sum()))
+        pairs.append(diff.size)
     return (np.asarray(formulas, dtype=object), np.asarray(names, dtype=object), np.asarray(right, float),
             np.asarray(pairs, float))
 
