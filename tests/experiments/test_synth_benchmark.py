@@ -119,6 +119,9 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
     assert saved["voxel"]["epochs_run"] == 1 and saved["voxel"]["finished"] and "voxel_cnn" in saved["scores"]
     assert "1 of 1 epochs" in saved["candidate_words"]["voxel_cnn"]
     assert saved["candidate_words"]["cgcnn"].endswith(", 2 epochs (best validation loss kept)")
+    trees = "descriptor_trees_per_crystal"  # a candidate judged on its own, shipped only inside the stack
+    assert trees in saved["candidates"] and trees not in saved["baselines"] and saved["winner"] != trees
+    assert "inside the stack" in saved["candidate_words"][trees]
     energy = load_model(tmp_path / "work" / "runs" / "cosnet_energy" / "model.pt")  # label + energy outputs
     assert energy.meta["config"]["n_targets"] == 2 and "energy above the hull" in saved["candidate_words"]["cosnet_energy"]
     table = pd.read_parquet(tmp_path / "work" / "benchmark.parquet")  # the scores kept beside the report

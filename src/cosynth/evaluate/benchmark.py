@@ -178,7 +178,8 @@ def score_report(y, p, origin, formula, *, threshold: float, n_boot: int = 200, 
         pairs = tuple(_mean_share(c[2], c[3], times[i]) for c, i in zip(counts, at))
         for k, v in _point_metrics(y[take], p[take], origin[take], formula[take], threshold, pairs).items():
             draws[k].append(v)
-    ci = {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in draws.items()}
+    ci = {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
+          if np.isfinite(v).any() else [float("nan")] * 2 for k, v in draws.items()}  # no draws, or none defined
     _, per = within_origin_auc(y, p, origin)
     per_origin = {str(o): {"n": int((origin == o).sum()), "positives": int(y[origin == o].sum()),
                            "roc_auc": per.get(str(o))} for o in np.unique(origin)}

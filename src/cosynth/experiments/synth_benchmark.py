@@ -8,7 +8,7 @@ Stages (each resumable from what an earlier run left in the work folder):
    was trained on these labels), and the published XIE-SPP weights;
 3. candidates, chosen by validation only: de-CGCNN, COSNet (structures plus composition-only
    rows, modal-availability augmentation), each with and without per-origin class balancing,
-   the voxel CNN, and a stack of graph candidates and descriptor trees under one logistic layer
+   the voxel CNN, per-crystal descriptor trees, and a stack of them under one logistic layer
    (its inputs chosen, and its validation scores computed, out of fold on validation);
 4. every score calibrated on validation (Platt scaling: monotone, so rankings stay), judged on
    test with :func:`cosynth.evaluate.benchmark.score_report`, written as Markdown, JSON and
@@ -53,6 +53,12 @@ class BenchmarkConfig:
     voxel_ensemble: int = 2  # rotations per crystal when scoring the voxel CNN (as for XIE-SPP)
     n_boot: int = 200
     decoys: int = 3000  # strained copies of training positives, negatives for the per-crystal trees
+    # the per-crystal trees' HistGradientBoostingClassifier settings to choose from on validation
+    # (:func:`choose_tree_settings`): the audit's shallow trees, then larger ones
+    tree_grid: tuple = ({"max_depth": 3, "max_iter": 100, "learning_rate": 0.1, "min_samples_leaf": 10},
+                        {"max_leaf_nodes": 31, "max_iter": 400, "learning_rate": 0.05, "min_samples_leaf": 20},
+                        {"max_leaf_nodes": 63, "max_iter": 800, "learning_rate": 0.03, "min_samples_leaf": 20,
+                         "l2_regularization": 1.0})
     quick: bool = False
     max_rows: int | None = None  # quick runs: this many structures (whole formulas)
     candidates: tuple = ("cgcnn", "cgcnn_balanced", "cosnet", "cosnet_balanced", "cosnet_energy")
@@ -262,8 +268,9 @@ def reuse_report_scores(bench: Benchmark, report: Path) -> list[str]:
     bench.scores = bench.frame[["id"]].merge(kept, on="id", how="left")
     write_table(bench.scores, bench.scores_path)
     atomic_write_json(bench.work / "seconds.json", saved["seconds"])
-    if saved.get("voxel"):
-        atomic_write_json(bench.work / VOXEL_STATE, saved["voxel"])
+    for state, file in (("voxel", VOXEL_STATE), ("trees", TREE_STATE)):
+        if saved.get(state):
+            atomic_write_json(bench.work / file, saved[state])
     return [c for c in kept.columns if c != "id"]
 
 
@@ -295,9 +302,6 @@ def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
         fitted = descriptor_scores(table, seed=bench.config.seed, described=described)
         bench.store("density_only", density_scores(f, described["density"].to_numpy(float)), 0.0)
         bench.store("descriptor_trees", fitted[0], time.perf_counter() - t0)
-    if not bench.has(PER_CRYSTAL_TREES):
-        t0 = time.perf_counter()
-        bench.store(PER_CRYSTAL_TREES, per_crystal_trees(bench).probability, time.perf_counter() - t0)
     for column, sign in (("e_above_hull", -1.0), ("clscore_pucgcnn", 1.0)):
         if not bench.has(column):
             bench.store(column, sign * pd.to_numeric(f[column], errors="coerce").to_numpy(float), 0.0)
@@ -369,18 +373,47 @@ def strained_copies(bench: Benchmark) -> tuple[np.ndarray, pd.DataFrame]:
     return source[keep], described
 
 
+TREE_STATE = "trees.json"
+
+
+def tree_state(bench: Benchmark) -> dict | None:
+    """The per-crystal trees' settings this work folder chose, and what each one tried scored."""
+    path = bench.work / TREE_STATE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def per_crystal_trees(bench: Benchmark) -> PerCrystalTrees:
+    """The per-crystal trees at their chosen settings, fitted once a run: their own candidate row
+    and the stack share them."""
+    if bench.per_crystal is None:
+        bench.per_crystal = fit_per_crystal_trees(bench, tree_state(bench)["settings"])
+    return bench.per_crystal
+
+
+def choose_tree_settings(bench: Benchmark) -> PerCrystalTrees:
+    """Fit the per-crystal trees at each of :attr:`BenchmarkConfig.tree_grid` and keep the settings
+    under which the stack's forward selection reaches the best out-of-fold validation score."""
+    tried, best = [], None
+    for settings in bench.config.tree_grid:
+        fitted = fit_per_crystal_trees(bench, settings)
+        bench.scores[PER_CRYSTAL_TREES] = fitted.probability  # what the stack would read (stored by the caller)
+        inputs, score = choose_stack_inputs(bench, stack_pool(bench))
+        tried.append({"settings": settings, "stack_inputs": inputs, "validation_score": score})
+        if best is None or score > best[0]:
+            best = (score, settings, fitted)
+    atomic_write_json(bench.work / TREE_STATE, {"settings": best[1], "tried": tried})
+    bench.per_crystal = best[2]
+    return best[2]
+
+
+def fit_per_crystal_trees(bench: Benchmark, settings: dict) -> PerCrystalTrees:
     """The descriptor trees of one crystal alone, fitted on the training rows and the decoys (seeded,
     so a refit is the same model). Their features: the crystal's own descriptors and, for each of
     :data:`EXPECTED`, its log minus what trees on the composition expect; a training row's
-    expectation comes from trees fitted without its formula's fold, as a new crystal's would. Fitted
-    once a run: the baseline row and the stack share them."""
-    if bench.per_crystal is not None:
-        return bench.per_crystal
-    from sklearn.ensemble import HistGradientBoostingRegressor
+    expectation comes from trees fitted without its formula's fold, as a new crystal's would."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.model_selection import GroupKFold
 
-    from cosynth.audit.baselines import descriptor_trees
     from cosynth.models.stack import composition_features, tree_features
 
     f, described, seed = bench.frame, bench.descriptors(), bench.config.seed
@@ -409,10 +442,9 @@ def per_crystal_trees(bench: Benchmark) -> PerCrystalTrees:
     features = tree_features(described, names, expected)
     source, decoys = strained_copies(bench)
     decoy_features = tree_features(decoys, names, {d: expected[d][source] for d in EXPECTED})  # composition: theirs
-    classifier = descriptor_trees(np.vstack([features[train], decoy_features]),
-                                  np.concatenate([labels[train], np.zeros(len(source), int)]), seed)
-    bench.per_crystal = PerCrystalTrees(classifier, models, elements, classifier.predict_proba(features)[:, 1])
-    return bench.per_crystal
+    classifier = HistGradientBoostingClassifier(random_state=seed, **settings).fit(
+        np.vstack([features[train], decoy_features]), np.concatenate([labels[train], np.zeros(len(source), int)]))
+    return PerCrystalTrees(classifier, models, elements, classifier.predict_proba(features)[:, 1])
 
 
 def _elements(formula: str):
@@ -442,7 +474,8 @@ CANDIDATES = {
 }
 
 
-def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig, stack_state: dict | None = None) -> str:
+def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig, stack_state: dict | None = None,
+                    trees: dict | None = None) -> str:
     """What a candidate is, in words (with its epochs; the voxel CNN with how far it was trained)."""
     if name in CANDIDATES:
         return f"{CANDIDATES[name].words}, {config.epochs_of(name)} epochs (best validation loss kept)"
@@ -453,6 +486,14 @@ def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig, stac
                 "out-of-fold validation score rose, and its validation metrics are out of fold "
                 f"({STACK_FOLDS} folds grouped by formula); formula-only rows get `{stack_state['composition_member']}`"
                 " alone")
+    if name == PER_CRYSTAL_TREES and trees:
+        tried = "; ".join(f"{_tree_words(t['settings'])}: {t['validation_score']:.4f}" for t in trees["tried"])
+        return (f"gradient-boosted trees ({_tree_words(trees['settings'])}) on the crystal's own descriptors and, for "
+                "volume per atom, packing fraction and shortest distance, the log-ratio to what trees on the "
+                "composition expect (fitted on training rows of other formulas), with strained copies of training "
+                "positives (volume x0.6-0.8 or x1.3-1.6) as extra negatives; they ship only inside the stack. Their "
+                "settings were chosen by the stack's out-of-fold validation score (the mean of its three AUCs) "
+                f"under each: {tried}")
     if name == "voxel_cnn" and voxel:
         cap = "" if voxel["finished"] else ", stopped by its time cap (resumable)"
         return (f"voxel CNN on the training structures with random rotations, lr {voxel['lr']:g}: "
@@ -462,9 +503,15 @@ def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig, stac
     return name
 
 
+def _tree_words(settings: dict) -> str:
+    shape = (f"{settings['max_leaf_nodes']} leaves" if "max_leaf_nodes" in settings
+             else f"depth {settings['max_depth']}")
+    return f"up to {settings['max_iter']} trees of {shape}, learning rate {settings['learning_rate']:g}"
+
+
 def run_candidates(bench: Benchmark) -> dict[str, Path]:
-    """Train (or reuse) every candidate, the voxel CNN first; returns their model files (the names
-    trained in this run go to ``bench.trained``)."""
+    """Train (or reuse) every candidate, the voxel CNN first, the per-crystal trees last; returns the
+    model files of those that have one (the names trained in this run go to ``bench.trained``)."""
     files = {}
     if bench.config.voxel_epochs:
         files["voxel_cnn"] = run_voxel(bench)
@@ -475,6 +522,10 @@ def run_candidates(bench: Benchmark) -> dict[str, Path]:
         if not bench.has(name):
             train_candidate(bench, name)
         files[name] = run / "model.pt"
+    if not bench.has(PER_CRYSTAL_TREES):  # no file of their own: they ship inside the stack
+        t0 = time.perf_counter()
+        bench.store(PER_CRYSTAL_TREES, choose_tree_settings(bench).probability, time.perf_counter() - t0)
+        bench.trained.add(PER_CRYSTAL_TREES)
     return files
 
 
@@ -531,11 +582,6 @@ BASELINES = {
     "descriptor_trees": "gradient-boosted trees on the audit's structure descriptors and their ratios to the median of "
                         "the row's formula in the table (fitted on training rows; the ratios see the other polymorphs "
                         "scored with it, so no single-crystal model can use them)",
-    "descriptor_trees_per_crystal": "the same trees on the crystal's own descriptors and, for volume per atom, "
-                                    "packing fraction and shortest distance, the log-ratio to what trees on the "
-                                    "composition expect (fitted on training rows of other formulas), with strained "
-                                    "copies of training positives (volume x0.6-0.8 or x1.3-1.6) as extra negatives: "
-                                    "what the stack takes from them",
     "roost_composition": "Roost on the composition only (structures' formulas + composition-only rows)",
     "e_above_hull": "energy above the convex hull, lower = more synthesizable (rows that have it)",
     "clscore_pucgcnn": "PU-CGCNN CLscore (rows that have it; LEAKY: trained on these labels)",
@@ -612,9 +658,14 @@ def out_of_fold(X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return out
 
 
-def choose_stack_inputs(bench: Benchmark, pool: list[str]) -> list[str]:
+def stack_pool(bench: Benchmark) -> list[str]:
+    """What the stack may take: the graph candidates and the per-crystal trees that have scores."""
+    return [c for c in (*bench.config.candidates, PER_CRYSTAL_TREES) if bench.has(c)]
+
+
+def choose_stack_inputs(bench: Benchmark, pool: list[str]) -> tuple[list[str], float]:
     """Forward selection on validation: add the input that raises the out-of-fold selection score most,
-    while it rises."""
+    while it rises; (the inputs, their score)."""
     from cosynth.evaluate.benchmark import score_report
 
     f = bench.frame
@@ -634,7 +685,7 @@ def choose_stack_inputs(bench: Benchmark, pool: list[str]) -> list[str]:
             break
         chosen.append(name)
         best = value
-    return chosen
+    return chosen, float(best)
 
 
 def candidate_model(bench: Benchmark, name: str, files: dict, installed: list[Path]):
@@ -661,20 +712,22 @@ def candidate_model(bench: Benchmark, name: str, files: dict, installed: list[Pa
     return None
 
 
-def add_stack(bench: Benchmark, candidates: list[str], files: dict, installed: list[Path]) -> list[str]:
+def add_stack(bench: Benchmark, files: dict, installed: list[Path]) -> list[str]:
     """Fit, save and score the stack (unless the one scored before still stands); returns the names
     it scored or rescored (members retrained because no model file of theirs was left, and the stack)."""
+    from sklearn.metrics import roc_auc_score
+
     from cosynth.data.synth_benchmark import split_fingerprint
     from cosynth.models.registry import FAMILIES, load_model, save_model
     from cosynth.models.stack import CLASSIFIER, EXPECTED_PREFIX, TREES, Stack, forest_from_sklearn, join_forests
 
-    pool = [c for c in candidates if c in CANDIDATES] + ([PER_CRYSTAL_TREES] if bench.has(PER_CRYSTAL_TREES) else [])
+    pool = stack_pool(bench)
     run = bench.work / "runs" / STACK / "model.pt"
     files[STACK] = run
     state = stack_state(bench)
     if bench.has(STACK) and state and state["pool"] == pool and not bench.trained:
         return []
-    inputs = choose_stack_inputs(bench, pool)
+    inputs, _ = choose_stack_inputs(bench, pool)
     members = [i for i in inputs if i != PER_CRYSTAL_TREES]
     if not members:
         return []
@@ -690,7 +743,9 @@ def add_stack(bench: Benchmark, candidates: list[str], files: dict, installed: l
     y = f[LABEL].to_numpy(int)
     X = np.column_stack([bench.scores[i].to_numpy(float) for i in inputs])
     layer = _layer(X[val], y[val])
-    composition = next((m for m in members if FAMILIES[loaded[m].family][2] != "structure"), None)
+    readers = [m for m in members if FAMILIES[loaded[m].family][2] != "structure"]  # those that read formulas
+    # formula-only rows get the reader that ranks validation best
+    composition = max(readers, key=lambda m: roc_auc_score(y[val], bench.scores[m].to_numpy(float)[val]), default=None)
     tree_args, arrays = {}, {}
     if PER_CRYSTAL_TREES in inputs:
         fitted = per_crystal_trees(bench)
@@ -750,10 +805,10 @@ def benchmark_synth(out, *, work=None, data_root=None, config: BenchmarkConfig |
     run_baselines(bench, xiespp_weights=xiespp_weights)
     files = run_candidates(bench)
     installed = installed_model_files(install)
-    add_stack(bench, [c for c in files if bench.has(c)], files, installed)
-    candidates = [c for c in files if bench.has(c)]
+    add_stack(bench, files, installed)
+    candidates = [c for c in [*files, PER_CRYSTAL_TREES] if bench.has(c)]
     judged = judge(bench, [*BASELINES, *candidates])
-    judged_candidates = [c for c in candidates if c in judged]
+    judged_candidates = [c for c in candidates if c in judged and c in files]  # those that ship alone
     winner = max(judged_candidates, key=lambda c: selection_score(judged[c]["validation"])) if judged_candidates else None
     result = _result(bench, judged, candidates, winner, time.perf_counter() - t_start)
     from cosynth.experiments.synth_benchmark_report import write_report
@@ -778,9 +833,10 @@ def _result(bench: Benchmark, judged: dict, candidates: list[str], winner: str |
             "label_sources": f["label_source"].value_counts().to_dict(),
             "baselines": {k: v for k, v in BASELINES.items() if k in judged}, "leaky": list(LEAKY),
             "candidates": candidates, "winner": winner, "scores": judged, "voxel": voxel_state(bench),
-            "candidate_words": {c: candidate_words(c, voxel_state(bench), bench.config, stack_state(bench))
+            "candidate_words": {c: candidate_words(c, voxel_state(bench), bench.config, stack_state(bench),
+                                                    tree_state(bench))
                                 for c in candidates},
-            "stack": stack_state(bench),
+            "stack": stack_state(bench), "trees": tree_state(bench),
             "seconds": {k: v for k, v in stage_seconds.items() if k in judged},  # the models this report shows
             "wall_seconds_this_command": round(seconds, 1)}
 
