@@ -522,7 +522,7 @@ def run_candidates(bench: Benchmark) -> dict[str, Path]:
         if not bench.has(name):
             train_candidate(bench, name)
         files[name] = run / "model.pt"
-    if not bench.has(PER_CRYSTAL_TREES):  # no file of their own: they ship inside the stack
+    if not bench.has(PER_CRYSTAL_TREES) or tree_state(bench) is None:  # no file: they ship inside the stack
         t0 = time.perf_counter()
         bench.store(PER_CRYSTAL_TREES, choose_tree_settings(bench).probability, time.perf_counter() - t0)
         bench.trained.add(PER_CRYSTAL_TREES)
