@@ -151,6 +151,7 @@ class Benchmark:
         self.seconds: dict[str, float] = {}
         self.trained: set[str] = set()  # candidates trained by this run (not reused)
         self.per_crystal = None  # the per-crystal trees, once fitted in this run (:func:`per_crystal_trees`)
+        self.tree_inputs = None  # what they read, once computed in this run (:func:`per_crystal_inputs`)
 
     def descriptors(self) -> pd.DataFrame:
         """The audit's descriptors of every structure (computed once, then kept in the work folder)."""
@@ -406,19 +407,28 @@ def choose_tree_settings(bench: Benchmark) -> PerCrystalTrees:
     return best[2]
 
 
-def fit_per_crystal_trees(bench: Benchmark, settings: dict) -> PerCrystalTrees:
-    """The descriptor trees of one crystal alone, fitted on the training rows and the decoys (seeded,
-    so a refit is the same model). Their features: the crystal's own descriptors and, for each of
-    :data:`EXPECTED`, its log minus what trees on the composition expect; a training row's
-    expectation comes from trees fitted without its formula's fold, as a new crystal's would."""
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+class TreeInputs(NamedTuple):
+    expecting: dict  # descriptor of EXPECTED -> HistGradientBoostingRegressor of its log on the composition
+    elements: list  # the composition features' elements
+    features: np.ndarray  # the classifier's features of every row
+    fit_features: np.ndarray  # those it is fitted on: the training rows, then the decoys
+    fit_labels: np.ndarray
+
+
+def per_crystal_inputs(bench: Benchmark) -> TreeInputs:
+    """What the per-crystal trees read, whatever their settings (computed once a run). Their
+    features: the crystal's own descriptors and, for each of :data:`EXPECTED`, its log minus what
+    trees on the composition expect; a training row's expectation comes from trees fitted without
+    its formula's fold, as a new crystal's would. They are fitted on the training rows and the decoys."""
+    if bench.tree_inputs is not None:
+        return bench.tree_inputs
+    from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.model_selection import GroupKFold
 
     from cosynth.models.stack import composition_features, tree_features
 
     f, described, seed = bench.frame, bench.descriptors(), bench.config.seed
     train = (f["split"] == "train").to_numpy()
-    labels = f[LABEL].to_numpy(int)
     elements = sorted({e.symbol for formula in f.loc[train, "formula"] for e in _elements(formula)})
     composition = composition_features(described, f["formula"].tolist(), elements)
     rows = np.flatnonzero(train)
@@ -442,9 +452,19 @@ def fit_per_crystal_trees(bench: Benchmark, settings: dict) -> PerCrystalTrees:
     features = tree_features(described, names, expected)
     source, decoys = strained_copies(bench)
     decoy_features = tree_features(decoys, names, {d: expected[d][source] for d in EXPECTED})  # composition: theirs
-    classifier = HistGradientBoostingClassifier(random_state=seed, **settings).fit(
-        np.vstack([features[train], decoy_features]), np.concatenate([labels[train], np.zeros(len(source), int)]))
-    return PerCrystalTrees(classifier, models, elements, classifier.predict_proba(features)[:, 1])
+    bench.tree_inputs = TreeInputs(models, elements, features, np.vstack([features[train], decoy_features]),
+                                   np.concatenate([f[LABEL].to_numpy(int)[train], np.zeros(len(source), int)]))
+    return bench.tree_inputs
+
+
+def fit_per_crystal_trees(bench: Benchmark, settings: dict) -> PerCrystalTrees:
+    """The descriptor trees of one crystal alone at ``settings`` (seeded, so a refit is the same model)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    inputs = per_crystal_inputs(bench)
+    classifier = HistGradientBoostingClassifier(random_state=bench.config.seed, **settings).fit(
+        inputs.fit_features, inputs.fit_labels)
+    return PerCrystalTrees(classifier, inputs.expecting, inputs.elements, classifier.predict_proba(inputs.features)[:, 1])
 
 
 def _elements(formula: str):
