@@ -101,7 +101,7 @@ def test_frozen_split_is_grouped_stratified_and_leak_free(shared_path):
 
 @pytest.mark.slow
 def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path):
-    from cosynth.experiments.synth_benchmark import BenchmarkConfig, benchmark_synth, quick_config
+    from cosynth.experiments.synth_benchmark import BenchmarkConfig, benchmark_synth, quick_config, tree_features_used
     from cosynth.models.registry import load_model
 
     shared = _shared(shared_path)
@@ -121,7 +121,8 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
     assert saved["candidate_words"]["cgcnn"].endswith(", 2 epochs (best validation loss kept)")
     trees = "descriptor_trees_per_crystal"  # a candidate judged on its own, shipped only inside the stack
     assert trees in saved["candidates"] and trees not in saved["baselines"] and saved["winner"] != trees
-    assert "inside the stack" in saved["candidate_words"][trees]
+    assert "inside the stack" in saved["candidate_words"][trees] and "coordination_mean" in saved["candidate_words"][trees]
+    assert saved["trees"]["features"] == tree_features_used()
     energy = load_model(tmp_path / "work" / "runs" / "cosnet_energy" / "model.pt")  # label + energy outputs
     assert energy.meta["config"]["n_targets"] == 2 and "energy above the hull" in saved["candidate_words"]["cosnet_energy"]
     table = pd.read_parquet(tmp_path / "work" / "benchmark.parquet")  # the scores kept beside the report
@@ -167,6 +168,19 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
     if "cgcnn" not in stack["retrained_members"]:  # (a retrained member's seconds are its new training's)
         assert again["seconds"]["cgcnn"] == saved["seconds"]["cgcnn"]
     assert load_model(models / "cosynth-synth.pt").meta["provenance"]["benchmark"].endswith(f"({again['winner']})")
+
+
+def test_a_kept_descriptor_table_without_this_versions_descriptors_is_computed_again(tmp_path):
+    from cosynth.experiments.synth_benchmark import kept_descriptors
+    from cosynth.represent.descriptors import LOCAL_STRUCTURE, compute_descriptors
+
+    path = tmp_path / "descriptors.parquet"
+    assert kept_descriptors(path) is None
+    described = compute_descriptors(["NaCl", "SiO2"])
+    described.to_parquet(path)
+    assert kept_descriptors(path)["n_elements"].tolist() == [2, 2]
+    described.drop(columns=list(LOCAL_STRUCTURE[:1])).to_parquet(path)  # kept by an older version
+    assert kept_descriptors(path) is None
 
 
 def test_balancing_effects_compare_each_candidate_with_its_balanced_twin():

@@ -28,6 +28,34 @@ def test_rocksalt_values():
     spheres = 4 * 4 / 3 * np.pi * (covalent_radii[11] ** 3 + covalent_radii[17] ** 3)
     assert d["packing_fraction"] == pytest.approx(spheres / 5.64 ** 3)
     assert d["descriptor_error"] is None
+    assert d["coordination_mean"] == 6 and d["coordination_spread"] == 0 and d["unlike_contact_fraction"] == 1
+    assert d["bond_ratio_min"] == pytest.approx(2.82 / (covalent_radii[11] + covalent_radii[17]))
+    assert d["distinct_sites"] == 2
+
+
+def test_neighbour_shells_tell_made_up_gold_from_real_gold():
+    fcc = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.08), ["Au"], [[0, 0, 0]])
+    diamond = Structure.from_spacegroup("Fd-3m", Lattice.cubic(6.12), ["Au"], [[0, 0, 0]])
+    d = compute_descriptors([None, None], [fcc, diamond], use_cache=False)
+    assert d["coordination_mean"].tolist() == [12, 4]
+    assert d["unlike_contact_fraction"].tolist() == [0, 0]
+    assert d.loc[1, "bond_ratio_mean"] < d.loc[0, "bond_ratio_mean"]
+
+
+def test_cell_choice_does_not_change_the_neighbour_shells_or_the_site_count():
+    s = rocksalt()
+    views = [s, s.get_primitive_structure(), s * (2, 1, 1)]
+    d = compute_descriptors([None] * 3, views, use_cache=False)
+    for name in ("bond_ratio_min", "bond_ratio_mean", "coordination_mean", "unlike_contact_fraction", "distinct_sites"):
+        assert d[name].to_numpy() == pytest.approx([d.loc[0, name]] * 3), name
+
+
+def test_a_mixed_cell_keeps_its_shells_when_one_atom_sits_far_from_the_rest():
+    # two close atoms and one 30 Å away: the lone atom's shell lies beyond the search, the others' do not
+    s = Structure(Lattice.cubic(60.0), ["Cu", "Cu", "Cu"], [[0, 0, 0], [0.04, 0, 0], [0.5, 0.5, 0.5]])
+    d = compute_descriptors([None], [s], use_cache=False).iloc[0]
+    assert d["min_distance"] == pytest.approx(2.4)
+    assert d["coordination_mean"] == 1 and d["descriptor_error"] is None
 
 
 def test_min_distance_periodic_and_oblique():

@@ -159,8 +159,8 @@ class Benchmark:
         from cosynth.data.table import CrystalTable
 
         path = self.work / "descriptors.parquet"
-        if path.exists():
-            return pd.read_parquet(path)
+        if (kept := kept_descriptors(path)) is not None:
+            return kept
         table = CrystalTable.from_frame(self.frame[["id", "formula", "cif", LABEL, "split"]], parse=False)
         described = describe_table(table, cache_dir=self.work / "descriptors", progress=self.progress)
         write_table(described, path)
@@ -240,6 +240,17 @@ class Benchmark:
         out = np.full(len(self.frame), np.nan)
         out[rows] = likelihood_logit(pred.set_index("id")["likelihood"].reindex(sub["id"]).to_numpy(float))
         return out
+
+
+def kept_descriptors(path: Path) -> pd.DataFrame | None:
+    """A descriptor table kept in the work folder, unless it is missing or lacks a descriptor this
+    version computes (it is then computed again)."""
+    from cosynth.represent.descriptors import DESCRIPTORS
+
+    if not path.exists():
+        return None
+    kept = pd.read_parquet(path)
+    return kept if set(DESCRIPTORS) <= set(kept.columns) else None
 
 
 def reuse_report_scores(bench: Benchmark, report: Path) -> list[str]:
@@ -323,14 +334,24 @@ PER_CRYSTAL_TREES = "descriptor_trees_per_crystal"
 
 
 def per_crystal_descriptor_names() -> list[str]:
-    """The numeric audit descriptors of one crystal alone: the trees' features in a stack."""
+    """The descriptors of one crystal alone that the trees read: the audit's numeric ones, then how
+    its atoms are surrounded (:data:`cosynth.represent.descriptors.LOCAL_STRUCTURE`)."""
     from cosynth.audit.audit import DEFAULT_STRUCTURE
-    from cosynth.represent.descriptors import CATEGORICAL
+    from cosynth.represent.descriptors import CATEGORICAL, LOCAL_STRUCTURE
 
-    return [d for d in DEFAULT_STRUCTURE if d not in CATEGORICAL]
+    return [d for d in DEFAULT_STRUCTURE if d not in CATEGORICAL] + list(LOCAL_STRUCTURE)
 
 
-EXPECTED = ("volume_per_atom", "packing_fraction", "min_distance")  # what a composition leads one to expect
+# what a composition leads one to expect (gold is twelve-fold coordinated, not four-fold)
+EXPECTED = ("volume_per_atom", "packing_fraction", "min_distance", "coordination_mean")
+
+
+def tree_features_used() -> dict:
+    """What the per-crystal trees read, kept with their chosen settings: trees chosen on other
+    features are chosen again."""
+    return {"descriptors": per_crystal_descriptor_names(), "expected": list(EXPECTED)}
+
+
 DECOY_VOLUMES = ((0.6, 0.8), (1.3, 1.6))  # a decoy's volume over its original's: squeezed or stretched
 EXPECTING_FOLDS = 5
 
@@ -350,8 +371,7 @@ def strained_copies(bench: Benchmark) -> tuple[np.ndarray, pd.DataFrame]:
     from cosynth.represent.descriptors import compute_descriptors
 
     path = bench.work / "decoys.parquet"
-    if path.exists():
-        kept = pd.read_parquet(path)
+    if (kept := kept_descriptors(path)) is not None:
         return kept.pop("source").to_numpy(int), kept
     f = bench.frame
     rng = np.random.default_rng(bench.config.seed)
@@ -402,7 +422,7 @@ def choose_tree_settings(bench: Benchmark) -> PerCrystalTrees:
         tried.append({"settings": settings, "stack_inputs": inputs, "validation_score": score})
         if best is None or score > best[0]:
             best = (score, settings, fitted)
-    atomic_write_json(bench.work / TREE_STATE, {"settings": best[1], "tried": tried})
+    atomic_write_json(bench.work / TREE_STATE, {"settings": best[1], "tried": tried, "features": tree_features_used()})
     bench.per_crystal = best[2]
     return best[2]
 
@@ -508,9 +528,10 @@ def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig, stac
                 " alone")
     if name == PER_CRYSTAL_TREES and trees:
         tried = "; ".join(f"{_tree_words(t['settings'])}: {t['validation_score']:.4f}" for t in trees["tried"])
-        return (f"gradient-boosted trees ({_tree_words(trees['settings'])}) on the crystal's own descriptors and, for "
-                "volume per atom, packing fraction and shortest distance, the log-ratio to what trees on the "
-                "composition expect (fitted on training rows of other formulas), with strained copies of training "
+        expected = ", ".join(d.replace("_", " ") for d in trees["features"]["expected"])
+        return (f"gradient-boosted trees ({_tree_words(trees['settings'])}) on the crystal's own descriptors "
+                f"({', '.join(trees['features']['descriptors'])}) and, for {expected}, the log-ratio to what trees on "
+                "the composition expect (fitted on training rows of other formulas), with strained copies of training "
                 "positives (volume x0.6-0.8 or x1.3-1.6) as extra negatives; they ship only inside the stack. Their "
                 "settings were chosen by the stack's out-of-fold validation score (the mean of its three AUCs) "
                 f"under each: {tried}")
@@ -542,7 +563,8 @@ def run_candidates(bench: Benchmark) -> dict[str, Path]:
         if not bench.has(name):
             train_candidate(bench, name)
         files[name] = run / "model.pt"
-    if not bench.has(PER_CRYSTAL_TREES) or tree_state(bench) is None:  # no file: they ship inside the stack
+    trees = tree_state(bench)  # the trees have no file: they ship inside the stack
+    if not bench.has(PER_CRYSTAL_TREES) or trees is None or trees.get("features") != tree_features_used():
         t0 = time.perf_counter()
         bench.store(PER_CRYSTAL_TREES, choose_tree_settings(bench).probability, time.perf_counter() - t0)
         bench.trained.add(PER_CRYSTAL_TREES)

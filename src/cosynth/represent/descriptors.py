@@ -25,14 +25,21 @@ from pymatgen.core import Composition, Element, Structure
 
 from cosynth.config import cache_dir
 
-DESCRIPTOR_VERSION = 1
+DESCRIPTOR_VERSION = 2
 
+SHELL = 1.2  # an atom's neighbours: within this factor of its nearest neighbour's distance
 STRUCTURE_DESCRIPTORS = {
     "density": "mass density, g/cm³ (total atomic mass / cell volume)",
     "volume_per_atom": "cell volume per atom, Å³",
     "packing_fraction": "volume of covalent-radius spheres / cell volume",
     "n_sites": "atoms in the cell",
     "min_distance": "shortest interatomic distance over all periodic images, Å",
+    "bond_ratio_min": "shortest interatomic distance over the two atoms' covalent-radius sum",
+    "bond_ratio_mean": "mean over atoms of the nearest neighbour's distance over their covalent-radius sum",
+    "coordination_mean": f"mean over atoms of the neighbours within {SHELL:g}× the atom's nearest distance",
+    "coordination_spread": "standard deviation over atoms of that coordination number",
+    "unlike_contact_fraction": "share of those neighbour contacts that join two different elements",
+    "distinct_sites": "symmetry-distinct sites, i.e. occupied Wyckoff orbits (spglib, symprec 0.1)",
     "spacegroup_number": "international space-group number (spglib, symprec 0.1)",
     "crystal_system": "crystal system (spglib, symprec 0.1)",
 }
@@ -45,6 +52,10 @@ COMPOSITION_DESCRIPTORS = {
     "max_atomic_number": "heaviest element's Z",
 }
 DESCRIPTORS = {**COMPOSITION_DESCRIPTORS, **STRUCTURE_DESCRIPTORS}
+# How atoms are surrounded and how many sites symmetry makes distinct: what the audit's structure
+# descriptors leave out (the audit looks for shortcuts; these describe the crystal itself).
+LOCAL_STRUCTURE = ("bond_ratio_min", "bond_ratio_mean", "coordination_mean", "coordination_spread",
+                   "unlike_contact_fraction", "distinct_sites")
 # Descriptors that are categories, not magnitudes (the audit treats them differently).
 CATEGORICAL = ("crystal_system",)
 CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
@@ -109,9 +120,10 @@ def structure_descriptors(structure: Structure, symprec: float = 0.1) -> dict[st
         "volume_per_atom": volume / n,
         "packing_fraction": sphere_volume / volume,
         "n_sites": float(n),
-        "min_distance": min_distance(structure),
+        **neighbour_shells(structure),
         "spacegroup_number": np.nan,
         "crystal_system": None,
+        "distinct_sites": np.nan,
     }
     try:
         from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -121,22 +133,57 @@ def structure_descriptors(structure: Structure, symprec: float = 0.1) -> dict[st
             sga = SpacegroupAnalyzer(structure, symprec=symprec)
             out["spacegroup_number"] = float(sga.get_space_group_number())
             out["crystal_system"] = sga.get_crystal_system()
+            out["distinct_sites"] = float(len(set(sga.get_symmetry_dataset().equivalent_atoms)))
     except Exception:  # spglib gives up on some cells; the other descriptors still stand
         pass
     return out
 
 
-def min_distance(structure: Structure) -> float:
-    """Shortest distance between two atoms (or an atom and its own image), periodic."""
-    r = 4.0
+SHELL_RADIUS = 5.0  # Å: the first neighbour search, doubled while some atom's shell reaches beyond it
+SHELL_RADIUS_MAX = 64.0
+
+
+def neighbour_shells(structure: Structure) -> dict[str, float]:
+    """How each atom is surrounded (periodic): the shortest distance, bond lengths relative to the
+    covalent radii, coordination within :data:`SHELL` of the nearest distance, and how many of those
+    contacts join unlike elements. A strained or made-up crystal shows itself here (gold four-fold
+    coordinated, atoms pressed far inside their radii) where density alone may look ordinary.
+
+    Atoms whose shell is not complete within a wide search (a lone atom in a mostly empty cell) count
+    only towards the shortest distance; NaN where no atom has a neighbour at all."""
+    n = len(structure)
+    numbers = np.array([site.specie.Z for site in structure], dtype=int)
+    r = SHELL_RADIUS
     while True:
         centers, points, offsets, distances = structure.get_neighbor_list(r=r, exclude_self=False)
-        keep = ~((centers == points) & np.all(offsets == 0, axis=1))
-        if np.any(keep):
-            return float(distances[keep].min())
-        if r > 64:  # only a huge, nearly empty cell gets here
-            return np.nan
+        other = ~((centers == points) & np.all(offsets == 0, axis=1))
+        centers, points, distances = centers[other], points[other], distances[other]
+        nearest = np.full(n, np.inf)
+        np.minimum.at(nearest, centers, distances)
+        complete = SHELL * nearest <= r
+        if complete.all() or r >= SHELL_RADIUS_MAX or (complete.any() and r >= 4 * SHELL_RADIUS):
+            break
         r *= 2
+    nan = dict.fromkeys(("bond_ratio_min", "bond_ratio_mean", "coordination_mean", "coordination_spread",
+                         "unlike_contact_fraction"), np.nan)
+    if not np.isfinite(nearest).any():
+        return {"min_distance": np.nan, **nan}
+    ratio = distances / (covalent_radii[numbers[centers]] + covalent_radii[numbers[points]])
+    out = {"min_distance": float(nearest.min()), **nan, "bond_ratio_min": float(ratio.min())}
+    if complete.any():
+        nearest_ratio = np.full(n, np.inf)
+        np.minimum.at(nearest_ratio, centers, ratio)
+        shell = complete[centers] & (distances <= SHELL * nearest[centers])
+        coordination = np.bincount(centers[shell], minlength=n)[complete]
+        out.update(bond_ratio_mean=float(nearest_ratio[complete].mean()),
+                   coordination_mean=float(coordination.mean()), coordination_spread=float(coordination.std()),
+                   unlike_contact_fraction=float(np.mean(numbers[centers[shell]] != numbers[points[shell]])))
+    return out
+
+
+def min_distance(structure: Structure) -> float:
+    """Shortest distance between two atoms (or an atom and its own image), periodic."""
+    return neighbour_shells(structure)["min_distance"]
 
 
 def structure_key(structure: Structure) -> str:
