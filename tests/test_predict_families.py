@@ -145,3 +145,13 @@ def test_raw_keras_weights_point_to_the_converter(tmp_path):
 def test_bad_output_extension_fails_before_any_work(workdir):
     result = CliRunner().invoke(app, ["predict", str(workdir / "cifs"), "-o", str(workdir / "out.xlsx")])
     assert result.exit_code == 2 and "unsupported table format" in result.output
+
+
+def test_the_same_model_saved_twice_gives_the_same_bytes(tmp_path):
+    """A reinstall of an unchanged model must not add a new blob to git."""
+    torch.manual_seed(0)
+    network = VoxelCNN()
+    first = save_model(network, tmp_path / "a.pt", {"sampler": "haar"}).read_bytes()
+    second = save_model(network, tmp_path / "b.pt", {"sampler": "haar"}).read_bytes()
+    assert first == second
+    assert load_model(tmp_path / "b.pt").family == "voxel_cnn"

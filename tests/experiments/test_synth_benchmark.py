@@ -101,7 +101,7 @@ def test_frozen_split_is_grouped_stratified_and_leak_free(shared_path):
 
 @pytest.mark.slow
 def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path):
-    from cosynth.experiments.synth_benchmark import BenchmarkConfig, benchmark_synth, quick_config, tree_features_used
+    from cosynth.experiments.synth_benchmark import BenchmarkConfig, benchmark_synth, quick_config, tree_recipe
     from cosynth.models.registry import load_model
 
     shared = _shared(shared_path)
@@ -122,7 +122,12 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
     trees = "descriptor_trees_per_crystal"  # a candidate judged on its own, shipped only inside the stack
     assert trees in saved["candidates"] and trees not in saved["baselines"] and saved["winner"] != trees
     assert "inside the stack" in saved["candidate_words"][trees] and "coordination_mean" in saved["candidate_words"][trees]
-    assert saved["trees"]["features"] == tree_features_used()
+    assert saved["trees"]["recipe"] == tree_recipe(BenchmarkConfig.quick_run())
+    assert saved["stack"]["decoys_used"] > 0 and "decoys of validation positives" in saved["candidate_words"]["stack"]
+    made_up = saved["decoys"]  # decoys of test positives: composition and origin alone cannot tell them apart
+    assert made_up["origin_only"]["all"] == 0.5 and made_up["roost_composition"]["all"] == 0.5
+    assert {"stack", "xiespp_published", "density_only", trees} <= set(made_up) and made_up["stack"]["n"] > 0
+    assert "Made-up crystals" in readme
     energy = load_model(tmp_path / "work" / "runs" / "cosnet_energy" / "model.pt")  # label + energy outputs
     assert energy.meta["config"]["n_targets"] == 2 and "energy above the hull" in saved["candidate_words"]["cosnet_energy"]
     table = pd.read_parquet(tmp_path / "work" / "benchmark.parquet")  # the scores kept beside the report
@@ -169,6 +174,16 @@ def test_quick_benchmark_end_to_end_and_its_exported_model(tmp_path, shared_path
         assert again["seconds"]["cgcnn"] == saved["seconds"]["cgcnn"]
     assert load_model(models / "cosynth-synth.pt").meta["provenance"]["benchmark"].endswith(f"({again['winner']})")
 
+    # with nothing new, a rerun on a new work folder only judges and writes: the stack is not refitted,
+    # and reinstalling the unchanged models leaves their files' bytes as they were
+    shipped_bytes = (models / "cosynth-synth.pt").read_bytes()
+    same = benchmark_synth(out, work=tmp_path / "unchanged", data_root=shared / "data", config=more,
+                           xiespp_weights=shared / "reference" / "xiespp" / "weights0500.h5", install=models,
+                           reuse_scores=True)
+    assert not (tmp_path / "unchanged" / "runs").exists()
+    assert same["stack"] == again["stack"] and same["scores"][same["winner"]] == again["scores"][again["winner"]]
+    assert (models / "cosynth-synth.pt").read_bytes() == shipped_bytes
+
 
 def test_a_kept_descriptor_table_without_this_versions_descriptors_is_computed_again(tmp_path):
     from cosynth.experiments.synth_benchmark import kept_descriptors
@@ -181,6 +196,43 @@ def test_a_kept_descriptor_table_without_this_versions_descriptors_is_computed_a
     assert kept_descriptors(path)["n_elements"].tolist() == [2, 2]
     described.drop(columns=list(LOCAL_STRUCTURE[:1])).to_parquet(path)  # kept by an older version
     assert kept_descriptors(path) is None
+
+
+def test_a_moved_decoy_has_the_donors_arrangement_and_its_own_atoms_and_density():
+    from pymatgen.core import Composition, Lattice, Structure
+
+    from cosynth.experiments.synth_benchmark import moved_structure
+
+    diamond = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]])
+    gold = moved_structure(diamond, Composition("Au"), 17.0)
+    assert gold.composition.reduced_formula == "Au" and len(gold) == len(diamond)
+    assert gold.volume / len(gold) == pytest.approx(17.0)
+    caesium_chloride = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    salt = moved_structure(caesium_chloride, Composition("ClNa"), 22.0)  # cation to cation, anion to anion
+    assert [str(site.specie) for site in salt] == ["Na", "Cl"]
+    rutile = Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.59, 2.96), ["Ti", "O"],
+                                       [[0, 0, 0], [0.305, 0.305, 0]])
+    fluorite_like = moved_structure(rutile, Composition("ZrO2"), 11.0)  # the one metal takes the one metal's places
+    assert fluorite_like.composition.reduced_formula == "ZrO2"
+    assert sorted({str(site.specie) for site in fluorite_like if site.frac_coords.tolist() == [0, 0, 0]}) == ["Zr"]
+
+
+def test_a_baseline_that_lacks_rows_is_met_on_its_own_rows():
+    from cosynth.experiments.synth_benchmark_report import beats_baselines
+
+    def report(value, low):
+        keys = ("roc_auc", "within_origin_auc", "polymorph_pair_auc")
+        return {"metrics": dict.fromkeys(keys, value), "ci": dict.fromkeys(keys, [low, 1.0])}
+
+    result = {"winner": "model", "leaky": ["leaky"], "baselines": {"origin": "", "energy": "", "leaky": ""},
+              "scores": {"model": report(0.9, 0.85), "origin": report(0.8, 0.75), "energy": report(0.7, 0.6),
+                         "leaky": report(0.99, 0.98)}}
+    beats = beats_baselines(result)["roc_auc"]  # on all rows the energy is easy, the origin the hardest
+    assert (beats["best_baseline"], beats["on_its_rows"], beats["beats_by_more_than_ci"]) == ("origin", False, True)
+    result["winner_on_baseline_rows"] = {"energy": report(0.72, 0.65)}  # on the energy's rows the winner is weaker
+    beats = beats_baselines(result)["roc_auc"]
+    assert (beats["best_baseline"], beats["on_its_rows"], beats["winner_ci_low"]) == ("energy", True, 0.65)
+    assert not beats["beats_by_more_than_ci"]
 
 
 def test_balancing_effects_compare_each_candidate_with_its_balanced_twin():

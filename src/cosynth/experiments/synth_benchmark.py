@@ -52,7 +52,10 @@ class BenchmarkConfig:
     voxel_max_minutes: float | None = None
     voxel_ensemble: int = 2  # rotations per crystal when scoring the voxel CNN (as for XIE-SPP)
     n_boot: int = 200
-    decoys: int = 3000  # strained copies of training positives, negatives for the per-crystal trees
+    decoys: int = 6000  # decoys of training positives (:func:`decoys`), negatives for the per-crystal trees
+    # decoys of validation positives (negatives beside the validation rows for the stack's layer) and of
+    # test positives (on which every model that reads a structure is judged)
+    split_decoys: int = 1000
     # the per-crystal trees' HistGradientBoostingClassifier settings to choose from on validation
     # (:func:`choose_tree_settings`): the audit's shallow trees, then larger ones
     tree_grid: tuple = ({"max_depth": 3, "max_iter": 100, "learning_rate": 0.1, "min_samples_leaf": 10},
@@ -72,6 +75,11 @@ class BenchmarkConfig:
     def epochs_of(self, name: str) -> int:
         """Epochs of one graph model (a candidate or the Roost baseline)."""
         return int(self.candidate_epochs.get(name, self.epochs))
+
+
+# settings that decide only the per-crystal trees and the stack, which a run refits whenever the recipe
+# they were made with differs: they never stop a run from reusing the other scores
+REFITTED = ("decoys", "split_decoys", "tree_grid")
 
 
 def _subsample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -108,13 +116,17 @@ def origin_balance_weights(origin, labels) -> np.ndarray:
 
 
 # ---- baselines --------------------------------------------------------------------------------
-def density_scores(frame: pd.DataFrame, densities: np.ndarray) -> np.ndarray:
-    """Density alone, signed so that it ranks the training rows better than chance."""
+def density_sign(frame: pd.DataFrame, densities: np.ndarray) -> float:
+    """+1 or -1: the sign under which density alone ranks the training rows better than chance."""
     from sklearn.metrics import roc_auc_score
 
     train = (frame["split"] == "train").to_numpy() & np.isfinite(densities)
-    sign = 1.0 if roc_auc_score(frame[LABEL].to_numpy()[train], densities[train]) >= 0.5 else -1.0
-    return sign * densities
+    return 1.0 if roc_auc_score(frame[LABEL].to_numpy()[train], densities[train]) >= 0.5 else -1.0
+
+
+def density_scores(frame: pd.DataFrame, densities: np.ndarray) -> np.ndarray:
+    """Density alone, signed so that it ranks the training rows better than chance."""
+    return density_sign(frame, densities) * densities
 
 
 def platt(val_scores: np.ndarray, val_labels: np.ndarray) -> tuple[float, float]:
@@ -150,6 +162,7 @@ class Benchmark:
             {"id": self.frame["id"]})
         self.seconds: dict[str, float] = {}
         self.trained: set[str] = set()  # candidates trained by this run (not reused)
+        self.stored: set[str] = set()  # every score this run stored (new or replaced)
         self.per_crystal = None  # the per-crystal trees, once fitted in this run (:func:`per_crystal_trees`)
         self.tree_inputs = None  # what they read, once computed in this run (:func:`per_crystal_inputs`)
 
@@ -171,6 +184,7 @@ class Benchmark:
 
     def store(self, name: str, values: np.ndarray, seconds: float) -> None:
         self.scores[name] = np.asarray(values, float)
+        self.stored.add(name)
         self.seconds[name] = round(seconds, 1)
         write_table(self.scores, self.scores_path)
         timing = self.work / "seconds.json"
@@ -229,17 +243,23 @@ class Benchmark:
     def model_scores(self, loaded, *, ensemble: int = 1, splits=("val", "test")) -> np.ndarray:
         """Scores (logits of the likelihood) of a model file's predictions for the rows of ``splits``,
         through the same path as ``cosynth predict``; NaN for the other rows."""
-        from cosynth.models.registry import LoadedModel
-        from cosynth.models.stack import likelihood_logit
-
-        if loaded.meta.get("domain"):  # domain scores never change a likelihood, and cost forward passes
-            loaded = LoadedModel(loaded.network, {k: v for k, v in loaded.meta.items() if k != "domain"})
         rows = self.frame["split"].isin(splits).to_numpy()
-        sub = self.frame.loc[rows, ["id", "formula", "cif"]]
-        pred = loaded.predict(sub, ensemble=ensemble, seed=self.config.seed, progress=self.progress).crystals
         out = np.full(len(self.frame), np.nan)
-        out[rows] = likelihood_logit(pred.set_index("id")["likelihood"].reindex(sub["id"]).to_numpy(float))
+        out[rows] = logits_of(loaded, self.frame.loc[rows, ["id", "formula", "cif"]], ensemble=ensemble,
+                              seed=self.config.seed, progress=self.progress)
         return out
+
+
+def logits_of(loaded, frame: pd.DataFrame, *, ensemble: int = 1, seed: int = 0, progress: bool = False) -> np.ndarray:
+    """A model's likelihoods for the rows of ``frame`` (id, formula, cif) through the same path as
+    ``cosynth predict``, as logits in the rows' order; NaN where a row could not be predicted."""
+    from cosynth.models.registry import LoadedModel
+    from cosynth.models.stack import likelihood_logit
+
+    if loaded.meta.get("domain"):  # domain scores never change a likelihood, and cost forward passes
+        loaded = LoadedModel(loaded.network, {k: v for k, v in loaded.meta.items() if k != "domain"})
+    pred = loaded.predict(frame, ensemble=ensemble, seed=seed, progress=progress).crystals
+    return likelihood_logit(pred.set_index("id")["likelihood"].reindex(frame["id"]).to_numpy(float))
 
 
 def kept_descriptors(path: Path) -> pd.DataFrame | None:
@@ -266,7 +286,7 @@ def reuse_report_scores(bench: Benchmark, report: Path) -> list[str]:
     saved = json.loads((report / "benchmark.json").read_text())
 
     def settings(config: dict) -> dict:  # what decides the reused scores: candidates new since then aside
-        kept = {k: v for k, v in config.items() if k != "candidates"}
+        kept = {k: v for k, v in config.items() if k != "candidates" and k not in REFITTED}
         kept["candidate_epochs"] = {k: v for k, v in config["candidate_epochs"].items() if k in saved["candidates"]}
         return json.loads(json.dumps(kept))
 
@@ -280,7 +300,7 @@ def reuse_report_scores(bench: Benchmark, report: Path) -> list[str]:
     bench.scores = bench.frame[["id"]].merge(kept, on="id", how="left")
     write_table(bench.scores, bench.scores_path)
     atomic_write_json(bench.work / "seconds.json", saved["seconds"])
-    for state, file in (("voxel", VOXEL_STATE), ("trees", TREE_STATE)):
+    for state, file in (("voxel", VOXEL_STATE), ("trees", TREE_STATE), ("stack", STACK_STATE)):
         if saved.get(state):
             atomic_write_json(bench.work / file, saved[state])
     return [c for c in kept.columns if c != "id"]
@@ -346,13 +366,15 @@ def per_crystal_descriptor_names() -> list[str]:
 EXPECTED = ("volume_per_atom", "packing_fraction", "min_distance", "coordination_mean")
 
 
-def tree_features_used() -> dict:
-    """What the per-crystal trees read, kept with their chosen settings: trees chosen on other
-    features are chosen again."""
-    return {"descriptors": per_crystal_descriptor_names(), "expected": list(EXPECTED)}
+def tree_recipe(config: "BenchmarkConfig") -> dict:
+    """What decides the per-crystal trees, kept with their chosen settings: trees made another way
+    (other features, decoys or grid) are chosen again."""
+    return {"descriptors": per_crystal_descriptor_names(), "expected": list(EXPECTED), "decoys": config.decoys,
+            "decoy_kinds": list(DECOY_KINDS), "grid": json.loads(json.dumps(config.tree_grid))}
 
 
-DECOY_VOLUMES = ((0.6, 0.8), (1.3, 1.6))  # a decoy's volume over its original's: squeezed or stretched
+# a strained decoy's volume over its original's
+DECOY_VOLUMES = {"squeezed": (0.6, 0.8), "stretched": (1.3, 1.6)}
 EXPECTING_FOLDS = 5
 
 
@@ -363,35 +385,73 @@ class PerCrystalTrees(NamedTuple):
     probability: np.ndarray  # the classifier's, for every row
 
 
-def strained_copies(bench: Benchmark) -> tuple[np.ndarray, pd.DataFrame]:
-    """Decoy negatives: training positives (seeded) squeezed or stretched far from any made crystal
-    (:data:`DECOY_VOLUMES`); (their originals' rows, their descriptors). Kept in the work folder."""
-    from pymatgen.core import Structure
+DECOY_KINDS = (*DECOY_VOLUMES, "moved")  # how a decoy differs from the positive it was made from, a third each
+DECOY_WORDS = ("{} decoys of training positives (a third squeezed to x0.6-0.8 their volume, a third stretched to "
+               "x1.3-1.6, a third moved into a training crystal of the same stoichiometry and another space group "
+               "at their own volume per atom)")
+
+
+def _by_role(composition) -> list:
+    """A composition's elements, fewest atoms first, then by electronegativity: the order in which one
+    composition's elements take the places of another's of the same stoichiometry (anion to anion)."""
+    return sorted(composition, key=lambda e: (composition[e], np.nan_to_num(getattr(e, "X", 0.0)), str(e)))
+
+
+def moved_structure(structure, composition, volume_per_atom: float):
+    """``structure`` (a donor of the same stoichiometry) with the elements of ``composition`` in its
+    places and that composition's own volume per atom: right atoms, right density, wrong arrangement."""
+    donor = structure.composition.reduced_composition
+    moved = structure.copy()
+    moved.replace_species(dict(zip(_by_role(donor), _by_role(composition))))
+    moved.scale_lattice(volume_per_atom * len(moved))
+    return moved
+
+
+def decoys(bench: Benchmark, split: str, n: int) -> pd.DataFrame:
+    """Decoy negatives made from positives of one split (seeded; kept in the work folder), a third of
+    each kind: squeezed or stretched far from any made crystal (:data:`DECOY_VOLUMES`), or moved into
+    the structure of a training crystal of the same stoichiometry and another space group, at their
+    own volume per atom (gold in the diamond structure). One row each: the descriptors, ``source``
+    (the positive's row), ``kind`` and ``cif``; a decoy that cannot be made or described is left out."""
+    from pymatgen.core import Composition, Structure
 
     from cosynth.represent.descriptors import compute_descriptors
 
-    path = bench.work / "decoys.parquet"
+    path = bench.work / f"decoys_{split}_{n}.parquet"
     if (kept := kept_descriptors(path)) is not None:
-        return kept.pop("source").to_numpy(int), kept
-    f = bench.frame
-    rng = np.random.default_rng(bench.config.seed)
-    positives = np.flatnonzero((f["split"] == "train").to_numpy() & (f[LABEL].to_numpy(int) == 1))
-    source = np.sort(rng.choice(positives, min(bench.config.decoys, len(positives)), replace=False))
-    factors = [rng.uniform(*DECOY_VOLUMES[rng.integers(len(DECOY_VOLUMES))]) for _ in source]
+        return kept
+    f, described = bench.frame, bench.descriptors()
+    rng = np.random.default_rng(np.random.SeedSequence([bench.config.seed, SPLITS.index(split)]))
+    positives = np.flatnonzero((f["split"] == split).to_numpy() & (f[LABEL].to_numpy(int) == 1))
+    source = np.sort(rng.choice(positives, min(n, len(positives)), replace=False))
+    kinds = np.array(DECOY_KINDS)[np.arange(len(source)) % len(DECOY_KINDS)]
+    rng.shuffle(kinds)
+    train = np.flatnonzero((f["split"] == "train").to_numpy())
+    pattern = {i: Composition(f["formula"].iloc[i]).anonymized_formula for i in {*train, *source}}
+    donors: dict[str, list[int]] = {}
+    for i in train:
+        donors.setdefault(pattern[i], []).append(i)
+    group = described["spacegroup_number"].to_numpy(float)
     structures = []
-    for i, factor in zip(source, factors):
+    for i, kind in zip(source, kinds):
         try:
-            structure = Structure.from_str(f["cif"].iloc[i], fmt="cif")
-            structure.scale_lattice(structure.volume * factor)
-        except Exception:  # noqa: BLE001 - an unreadable original gives no decoy (its row is dropped below)
+            if kind in DECOY_VOLUMES:
+                structure = Structure.from_str(f["cif"].iloc[i], fmt="cif")
+                structure.scale_lattice(structure.volume * rng.uniform(*DECOY_VOLUMES[kind]))
+            else:
+                others = [j for j in donors.get(pattern[i], []) if group[j] != group[i]]
+                donor = Structure.from_str(f["cif"].iloc[others[rng.integers(len(others))]], fmt="cif")
+                structure = moved_structure(donor, Composition(f["formula"].iloc[i]),
+                                            described["volume_per_atom"].iloc[i])
+        except Exception:  # noqa: BLE001 - no donor, or an unreadable one: no decoy from this positive
             structure = None
         structures.append(structure)
-    described = compute_descriptors(f["formula"].iloc[source].tolist(), structures, use_cache=False,
-                                    progress=bench.progress)
-    keep = described["descriptor_error"].isna().to_numpy() & np.array([s is not None for s in structures])
-    described = described[keep].reset_index(drop=True)
-    write_table(described.assign(source=source[keep]), path)
-    return source[keep], described
+    made = compute_descriptors(f["formula"].iloc[source].tolist(), structures, use_cache=False,
+                               progress=bench.progress)
+    made = made.assign(source=source, kind=kinds, cif=[s.to(fmt="cif") if s is not None else None for s in structures])
+    made = made[made["descriptor_error"].isna().to_numpy() & made["cif"].notna().to_numpy()].reset_index(drop=True)
+    write_table(made, path)
+    return made
 
 
 TREE_STATE = "trees.json"
@@ -422,7 +482,7 @@ def choose_tree_settings(bench: Benchmark) -> PerCrystalTrees:
         tried.append({"settings": settings, "stack_inputs": inputs, "validation_score": score})
         if best is None or score > best[0]:
             best = (score, settings, fitted)
-    atomic_write_json(bench.work / TREE_STATE, {"settings": best[1], "tried": tried, "features": tree_features_used()})
+    atomic_write_json(bench.work / TREE_STATE, {"settings": best[1], "tried": tried, "recipe": tree_recipe(bench.config)})
     bench.per_crystal = best[2]
     return best[2]
 
@@ -470,8 +530,9 @@ def per_crystal_inputs(bench: Benchmark) -> TreeInputs:
             expected[d][folds == k] = expecting(train & (folds != k), target).predict(composition[folds == k])
     names = per_crystal_descriptor_names()
     features = tree_features(described, names, expected)
-    source, decoys = strained_copies(bench)
-    decoy_features = tree_features(decoys, names, {d: expected[d][source] for d in EXPECTED})  # composition: theirs
+    made = decoys(bench, "train", bench.config.decoys)
+    source = made["source"].to_numpy(int)
+    decoy_features = tree_features(made, names, {d: expected[d][source] for d in EXPECTED})  # composition: theirs
     bench.tree_inputs = TreeInputs(models, elements, features, np.vstack([features[train], decoy_features]),
                                    np.concatenate([f[LABEL].to_numpy(int)[train], np.zeros(len(source), int)]))
     return bench.tree_inputs
@@ -521,18 +582,21 @@ def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig, stac
         return f"{CANDIDATES[name].words}, {config.epochs_of(name)} epochs (best validation loss kept)"
     if name == STACK and stack_state:
         inputs = ", ".join(f"`{i}` ({w:+.2f})" for i, w in zip(stack_state["inputs"], stack_state["weights"]))
-        return ("a stack: one logistic layer, fitted on the validation rows, over " + inputs + " (member logits, "
+        fitted_on = "the validation rows" + (f" and {stack_state['decoys_used']} decoys of validation positives (as "
+                                             "for the trees)" if stack_state.get("decoys_used") else "")
+        return (f"a stack: one logistic layer, fitted on {fitted_on}, over " + inputs + " (member logits, "
                 "the per-crystal descriptor trees' probability); its inputs were added one at a time while the "
                 "out-of-fold validation score rose, and its validation metrics are out of fold "
                 f"({STACK_FOLDS} folds grouped by formula); formula-only rows get `{stack_state['composition_member']}`"
                 " alone")
     if name == PER_CRYSTAL_TREES and trees:
         tried = "; ".join(f"{_tree_words(t['settings'])}: {t['validation_score']:.4f}" for t in trees["tried"])
-        expected = ", ".join(d.replace("_", " ") for d in trees["features"]["expected"])
+        recipe = trees["recipe"]
+        expected = ", ".join(d.replace("_", " ") for d in recipe["expected"])
         return (f"gradient-boosted trees ({_tree_words(trees['settings'])}) on the crystal's own descriptors "
-                f"({', '.join(trees['features']['descriptors'])}) and, for {expected}, the log-ratio to what trees on "
-                "the composition expect (fitted on training rows of other formulas), with strained copies of training "
-                "positives (volume x0.6-0.8 or x1.3-1.6) as extra negatives; they ship only inside the stack. Their "
+                f"({', '.join(recipe['descriptors'])}) and, for {expected}, the log-ratio to what trees on "
+                f"the composition expect (fitted on training rows of other formulas), with {DECOY_WORDS.format(recipe['decoys'])} "
+                "as extra negatives; they ship only inside the stack. Their "
                 "settings were chosen by the stack's out-of-fold validation score (the mean of its three AUCs) "
                 f"under each: {tried}")
     if name == "voxel_cnn" and voxel:
@@ -564,7 +628,7 @@ def run_candidates(bench: Benchmark) -> dict[str, Path]:
             train_candidate(bench, name)
         files[name] = run / "model.pt"
     trees = tree_state(bench)  # the trees have no file: they ship inside the stack
-    if not bench.has(PER_CRYSTAL_TREES) or trees is None or trees.get("features") != tree_features_used():
+    if not bench.has(PER_CRYSTAL_TREES) or trees is None or trees.get("recipe") != tree_recipe(bench.config):
         t0 = time.perf_counter()
         bench.store(PER_CRYSTAL_TREES, choose_tree_settings(bench).probability, time.perf_counter() - t0)
         bench.trained.add(PER_CRYSTAL_TREES)
@@ -688,15 +752,20 @@ def _layer(X: np.ndarray, y: np.ndarray):
     return LogisticRegression(C=1.0, max_iter=2000).fit(X, y)
 
 
-def out_of_fold(X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+def out_of_fold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, extra: tuple | None = None) -> np.ndarray:
     """Each validation row's layer logit from a layer fitted on the other folds (grouped by formula),
-    so that the stack is judged on validation rows it was not fitted on."""
+    so that the stack is judged on validation rows it was not fitted on. ``extra`` = (X, y, groups) of
+    rows that only ever help fit (decoys), each with the group of the row it was made from."""
     from sklearn.model_selection import GroupKFold
 
     out = np.zeros(len(y))
     for fit_rows, held in GroupKFold(min(STACK_FOLDS, len(set(groups)))).split(X, y, groups):
         if len(set(y[fit_rows])) == 2:  # a tiny quick-run fold may lack a class: it stays at 0
-            out[held] = _layer(X[fit_rows], y[fit_rows]).decision_function(X[held])
+            X_fit, y_fit = X[fit_rows], y[fit_rows]
+            if extra is not None:
+                mine = ~np.isin(extra[2], groups[held])
+                X_fit, y_fit = np.vstack([X_fit, extra[0][mine]]), np.concatenate([y_fit, extra[1][mine]])
+            out[held] = _layer(X_fit, y_fit).decision_function(X[held])
     return out
 
 
@@ -728,6 +797,96 @@ def choose_stack_inputs(bench: Benchmark, pool: list[str]) -> tuple[list[str], f
         chosen.append(name)
         best = value
     return chosen, float(best)
+
+
+def tree_probability(bench: Benchmark, described: pd.DataFrame, formulas) -> np.ndarray:
+    """The per-crystal trees' probability for crystals outside the table (decoys), as the shipped
+    stack computes it for a new crystal."""
+    from cosynth.models.stack import composition_features, tree_features
+
+    fitted = per_crystal_trees(bench)
+    composition = composition_features(described, list(formulas), fitted.elements)
+    expected = {d: fitted.expecting[d].predict(composition) for d in EXPECTED}
+    return fitted.classifier.predict_proba(tree_features(described, per_crystal_descriptor_names(), expected))[:, 1]
+
+
+def decoy_inputs(bench: Benchmark, made: pd.DataFrame, inputs: list[str], loaded: dict) -> np.ndarray:
+    """The stack layer's inputs for decoys (:func:`decoys`): each member's logit through the predict
+    path, the per-crystal trees' probability; NaN where a member could not read a decoy."""
+    frame = decoy_frame(bench, made)
+    return np.column_stack([tree_probability(bench, made, frame["formula"]) if name == PER_CRYSTAL_TREES else
+                            logits_of(loaded[name], frame, seed=bench.config.seed, progress=bench.progress)
+                            for name in inputs])
+
+
+def decoy_frame(bench: Benchmark, made: pd.DataFrame) -> pd.DataFrame:
+    """Decoys as rows to predict: an id of their own, their original's formula, their CIF."""
+    formulas = bench.frame["formula"].to_numpy()[made["source"].to_numpy(int)]
+    return pd.DataFrame({"id": [f"decoy-{k}" for k in range(len(made))], "formula": formulas, "cif": made["cif"]})
+
+
+# models that read only a crystal's composition (or its origin): a decoy, made from its original's
+# composition and origin, gets its original's score by construction
+SAME_AS_ORIGINAL = ("origin_only", "roost_composition")
+
+
+def score_decoys(bench: Benchmark, files: dict, installed: list[Path], xiespp_weights: Path | None) -> pd.DataFrame:
+    """Every model that can score a made-up crystal, on the decoys of test positives (:func:`decoys`):
+    one column per model, on its own scale (kept in the work folder; a model rescored by this run is
+    scored again). A model without a file (its score reused, its run gone) and the scores a made-up
+    crystal cannot have (an energy above the hull, the CLscore, ratios to the table's other polymorphs)
+    are left out."""
+    from cosynth.models.registry import published_xiespp
+
+    c = bench.config
+    made = decoys(bench, "test", c.split_decoys)
+    source = made["source"].to_numpy(int)
+    path = bench.work / f"decoy_scores_test_{c.split_decoys}.parquet"
+    kept = pd.read_parquet(path) if path.exists() else made[["source", "kind"]].copy()
+    kept = kept.drop(columns=[name for name in kept.columns if name in bench.stored])
+    frame = decoy_frame(bench, made)
+
+    def score(name):
+        if name in SAME_AS_ORIGINAL:
+            return bench.scores[name].to_numpy(float)[source]
+        if name == "density_only":
+            return density_sign(bench.frame, bench.descriptors()["density"].to_numpy(float)) * made["density"].to_numpy(float)
+        if name == PER_CRYSTAL_TREES:
+            return tree_probability(bench, made, frame["formula"])
+        if name == "xiespp_published":
+            if xiespp_weights is None or not Path(xiespp_weights).exists():
+                return None
+            return logits_of(published_xiespp(xiespp_weights), frame, ensemble=c.xiespp_ensemble, seed=c.seed,
+                             progress=bench.progress)
+        loaded = candidate_model(bench, name, files, installed)
+        if loaded is None:
+            return None
+        return logits_of(loaded, frame, ensemble=c.voxel_ensemble if name == "voxel_cnn" else 1, seed=c.seed,
+                         progress=bench.progress)
+
+    for name in (*SAME_AS_ORIGINAL, "density_only", "xiespp_published", *files, PER_CRYSTAL_TREES):
+        if name in kept.columns or not bench.has(name):
+            continue
+        values = score(name)
+        if values is not None:
+            kept[name] = values
+            write_table(kept, path)
+    return kept
+
+
+def judge_decoys(bench: Benchmark, decoy_scores: pd.DataFrame) -> dict[str, dict]:
+    """For each model: the share of decoys of test positives that it scores below the crystal they
+    were made from (ties count half), for each kind of decoy and for all of them."""
+    source, kinds = decoy_scores["source"].to_numpy(int), decoy_scores["kind"].to_numpy()
+    out = {}
+    for name in decoy_scores.columns.drop(["source", "kind"]):
+        mine, theirs = decoy_scores[name].to_numpy(float), bench.scores[name].to_numpy(float)[source]
+        ok = np.isfinite(mine) & np.isfinite(theirs)
+        below = np.where(mine < theirs, 1.0, np.where(mine == theirs, 0.5, 0.0))
+        out[name] = {kind: float(below[ok & (kinds == kind)].mean()) if (ok & (kinds == kind)).any() else None
+                     for kind in DECOY_KINDS}
+        out[name].update(all=float(below[ok].mean()) if ok.any() else None, n=int(ok.sum()))
+    return out
 
 
 def candidate_model(bench: Benchmark, name: str, files: dict, installed: list[Path]):
@@ -767,7 +926,8 @@ def add_stack(bench: Benchmark, files: dict, installed: list[Path]) -> list[str]
     run = bench.work / "runs" / STACK / "model.pt"
     files[STACK] = run
     state = stack_state(bench)
-    if bench.has(STACK) and state and state["pool"] == pool and not bench.trained:
+    if (bench.has(STACK) and state and state["pool"] == pool and not bench.trained
+            and state.get("split_decoys") == bench.config.split_decoys):
         return []
     inputs, _ = choose_stack_inputs(bench, pool)
     members = [i for i in inputs if i != PER_CRYSTAL_TREES]
@@ -782,9 +942,13 @@ def add_stack(bench: Benchmark, files: dict, installed: list[Path]) -> list[str]
             rescored.append(name)
     f = bench.frame
     val = (f["split"] == "val").to_numpy()
-    y = f[LABEL].to_numpy(int)
+    y, groups = f[LABEL].to_numpy(int), f["formula"].to_numpy()
     X = np.column_stack([bench.scores[i].to_numpy(float) for i in inputs])
-    layer = _layer(X[val], y[val])
+    made = decoys(bench, "val", bench.config.split_decoys)
+    X_decoys = decoy_inputs(bench, made, inputs, loaded)
+    usable = np.isfinite(X_decoys).all(axis=1)  # a decoy a member cannot read helps no fit
+    extra = (X_decoys[usable], np.zeros(int(usable.sum()), int), groups[made["source"].to_numpy(int)[usable]])
+    layer = _layer(np.vstack([X[val], extra[0]]), np.concatenate([y[val], extra[1]]))
     readers = [m for m in members if FAMILIES[loaded[m].family][2] != "structure"]  # those that read formulas
     # formula-only rows get the reader that ranks validation best
     composition = max(readers, key=lambda m: roc_auc_score(y[val], bench.scores[m].to_numpy(float)[val]), default=None)
@@ -810,11 +974,13 @@ def add_stack(bench: Benchmark, files: dict, installed: list[Path]) -> list[str]
                               "provenance": {"source": f"stack of {', '.join(inputs)} on split "
                                                        f"{split_fingerprint(f)}"}})
     scores = bench.model_scores(load_model(run), splits=("test",))
-    scores[val] = out_of_fold(X[val], y[val], f["formula"].to_numpy()[val])
+    scores[val] = out_of_fold(X[val], y[val], groups[val], extra)
     bench.store(STACK, scores, time.perf_counter() - t0)
     atomic_write_json(bench.work / STACK_STATE, {"pool": pool, "inputs": inputs, "weights": layer.coef_[0].tolist(),
                                                  "bias": float(layer.intercept_[0]), "composition_member": composition,
-                                                 "retrained_members": rescored})
+                                                 "retrained_members": rescored,
+                                                 "split_decoys": bench.config.split_decoys,
+                                                 "decoys_used": len(extra[1])})
     return [*rescored, STACK]
 
 
@@ -852,7 +1018,10 @@ def benchmark_synth(out, *, work=None, data_root=None, config: BenchmarkConfig |
     judged = judge(bench, [*BASELINES, *candidates])
     judged_candidates = [c for c in candidates if c in judged and c in files]  # those that ship alone
     winner = max(judged_candidates, key=lambda c: selection_score(judged[c]["validation"])) if judged_candidates else None
+    decoy_report = judge_decoys(bench, score_decoys(bench, files, installed, xiespp_weights))
     result = _result(bench, judged, candidates, winner, time.perf_counter() - t_start)
+    result["winner_on_baseline_rows"] = on_baseline_rows(bench, judged, winner)
+    result["decoys"] = decoy_report
     from cosynth.experiments.synth_benchmark_report import write_report
 
     write_report(Path(out), bench, result)
@@ -861,6 +1030,28 @@ def benchmark_synth(out, *, work=None, data_root=None, config: BenchmarkConfig |
         result["installed"] = install_models(bench, judged, winner, files, result, folder, installed)
         atomic_write_json(Path(out) / "benchmark.json", result)
     return result
+
+
+def on_baseline_rows(bench: Benchmark, judged: dict, winner: str | None) -> dict[str, dict]:
+    """The winner judged on only the test rows of each non-leaky baseline that lacks some (energy
+    above the hull exists for half of them), so that it is compared with that baseline on the same rows."""
+    from cosynth.evaluate.benchmark import score_report
+    from cosynth.experiments.synth_benchmark_report import FULL_COVERAGE
+
+    if winner is None:
+        return {}
+    f, mine = bench.frame, judged[winner]
+    y, test = f[LABEL].to_numpy(int), (f["split"] == "test").to_numpy()
+    a, b = mine["calibration"]["a"], mine["calibration"]["b"]
+    prob = 1.0 / (1.0 + np.exp(-(a * bench.scores[winner].to_numpy(float) + b)))
+    out = {}
+    for name, report in judged.items():
+        if name not in BASELINES or name in LEAKY or report["coverage"] >= FULL_COVERAGE:
+            continue
+        rows = test & np.isfinite(bench.scores[name].to_numpy(float)) & np.isfinite(prob)
+        out[name] = score_report(y[rows], prob[rows], f["origin"].to_numpy()[rows], f["formula"].to_numpy()[rows],
+                                 threshold=mine["threshold"], n_boot=bench.config.n_boot, seed=bench.config.seed)
+    return out
 
 
 def _result(bench: Benchmark, judged: dict, candidates: list[str], winner: str | None, seconds: float) -> dict:

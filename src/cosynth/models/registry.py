@@ -162,7 +162,14 @@ def save_model(network: torch.nn.Module, path, meta: dict | None = None) -> Path
     payload["format"] = FORMAT
     payload.pop("path", None)
     payload["state_dict"] = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp: Path) -> None:
+        # through a file object, not a path: torch names the archive inside after a path, here a random
+        # temporary name, so the same model would give other bytes each time (a new blob in git per install)
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+
+    return atomic_write(path, write)
 
 
 def bundled_models() -> list[str]:
