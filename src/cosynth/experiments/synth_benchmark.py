@@ -52,10 +52,8 @@ class BenchmarkConfig:
     voxel_max_minutes: float | None = None
     voxel_ensemble: int = 2  # rotations per crystal when scoring the voxel CNN (as for XIE-SPP)
     n_boot: int = 200
-    decoys: int = 6000  # decoys of training positives (:func:`decoys`), negatives for the per-crystal trees
-    # decoys of validation positives (negatives beside the validation rows for the stack's layer) and of
-    # test positives (on which every model that reads a structure is judged)
-    split_decoys: int = 1000
+    decoys: int = 3000  # squeezed or stretched training positives (:func:`decoys`), negatives for the per-crystal trees
+    test_decoys: int = 1000  # decoys of test positives, on which every model that reads a structure is judged
     # the per-crystal trees' HistGradientBoostingClassifier settings to choose from on validation
     # (:func:`choose_tree_settings`): the audit's shallow trees, then larger ones
     tree_grid: tuple = ({"max_depth": 3, "max_iter": 100, "learning_rate": 0.1, "min_samples_leaf": 10},
@@ -77,9 +75,9 @@ class BenchmarkConfig:
         return int(self.candidate_epochs.get(name, self.epochs))
 
 
-# settings that decide only the per-crystal trees and the stack, which a run refits whenever the recipe
-# they were made with differs: they never stop a run from reusing the other scores
-REFITTED = ("decoys", "split_decoys", "tree_grid")
+# settings that decide only the per-crystal trees (and so the stack) or the judgement on decoys, which a
+# run redoes whenever they differ: they never stop a run from reusing the other scores
+REFITTED = ("decoys", "test_decoys", "tree_grid")
 
 
 def _subsample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -370,7 +368,7 @@ def tree_recipe(config: "BenchmarkConfig") -> dict:
     """What decides the per-crystal trees, kept with their chosen settings: trees made another way
     (other features, decoys or grid) are chosen again."""
     return {"descriptors": per_crystal_descriptor_names(), "expected": list(EXPECTED), "decoys": config.decoys,
-            "decoy_kinds": list(DECOY_KINDS), "grid": json.loads(json.dumps(config.tree_grid))}
+            "decoy_kinds": list(TRAINING_DECOYS), "grid": json.loads(json.dumps(config.tree_grid))}
 
 
 # a strained decoy's volume over its original's
@@ -385,10 +383,11 @@ class PerCrystalTrees(NamedTuple):
     probability: np.ndarray  # the classifier's, for every row
 
 
-DECOY_KINDS = (*DECOY_VOLUMES, "moved")  # how a decoy differs from the positive it was made from, a third each
-DECOY_WORDS = ("{} decoys of training positives (a third squeezed to x0.6-0.8 their volume, a third stretched to "
-               "x1.3-1.6, a third moved into a training crystal of the same stoichiometry and another space group "
-               "at their own volume per atom)")
+DECOY_KINDS = (*DECOY_VOLUMES, "moved")  # how a decoy differs from the positive it was made from
+# the trees train on strained decoys only: moved ones (a probe, 2,000 of 6,000) gained nothing on
+# validation and left gold in the diamond structure where it was (RUN_NOTES); they stay a test of every model
+TRAINING_DECOYS = tuple(DECOY_VOLUMES)
+DECOY_WORDS = "{} strained copies of training positives (volume x0.6-0.8 or x1.3-1.6)"
 
 
 def _by_role(composition) -> list:
@@ -407,37 +406,40 @@ def moved_structure(structure, composition, volume_per_atom: float):
     return moved
 
 
-def decoys(bench: Benchmark, split: str, n: int) -> pd.DataFrame:
-    """Decoy negatives made from positives of one split (seeded; kept in the work folder), a third of
-    each kind: squeezed or stretched far from any made crystal (:data:`DECOY_VOLUMES`), or moved into
-    the structure of a training crystal of the same stoichiometry and another space group, at their
-    own volume per atom (gold in the diamond structure). One row each: the descriptors, ``source``
-    (the positive's row), ``kind`` and ``cif``; a decoy that cannot be made or described is left out."""
+def decoys(bench: Benchmark, split: str, n: int, kinds: tuple = DECOY_KINDS) -> pd.DataFrame:
+    """Decoy negatives made from positives of one split (seeded; kept in the work folder), each of a
+    kind drawn from ``kinds``: squeezed or stretched far from any made crystal (:data:`DECOY_VOLUMES`),
+    or moved into the structure of a training crystal of the same stoichiometry and another space
+    group, at their own volume per atom (gold in the diamond structure). One row each: the
+    descriptors, ``source`` (the positive's row), ``kind`` and ``cif``; a decoy that cannot be made or
+    described is left out."""
     from pymatgen.core import Composition, Structure
 
     from cosynth.represent.descriptors import compute_descriptors
 
-    path = bench.work / f"decoys_{split}_{n}.parquet"
+    path = bench.work / f"decoys_{split}_{n}_{'_'.join(kinds)}.parquet"
     if (kept := kept_descriptors(path)) is not None:
         return kept
     f, described = bench.frame, bench.descriptors()
-    rng = np.random.default_rng(np.random.SeedSequence([bench.config.seed, SPLITS.index(split)]))
+    seed = bench.config.seed
+    rng = np.random.default_rng(seed if split == "train" else [seed, SPLITS.index(split)])  # train: as ever
     positives = np.flatnonzero((f["split"] == split).to_numpy() & (f[LABEL].to_numpy(int) == 1))
     source = np.sort(rng.choice(positives, min(n, len(positives)), replace=False))
-    kinds = np.array(DECOY_KINDS)[np.arange(len(source)) % len(DECOY_KINDS)]
-    rng.shuffle(kinds)
     train = np.flatnonzero((f["split"] == "train").to_numpy())
     pattern = {i: Composition(f["formula"].iloc[i]).anonymized_formula for i in {*train, *source}}
     donors: dict[str, list[int]] = {}
     for i in train:
         donors.setdefault(pattern[i], []).append(i)
     group = described["spacegroup_number"].to_numpy(float)
-    structures = []
-    for i, kind in zip(source, kinds):
+    structures, drawn = [], []
+    for i in source:
+        kind = kinds[rng.integers(len(kinds))]
+        drawn.append(kind)
+        factor = rng.uniform(*DECOY_VOLUMES[kind]) if kind in DECOY_VOLUMES else None  # drawn before any reading
         try:
-            if kind in DECOY_VOLUMES:
+            if factor is not None:
                 structure = Structure.from_str(f["cif"].iloc[i], fmt="cif")
-                structure.scale_lattice(structure.volume * rng.uniform(*DECOY_VOLUMES[kind]))
+                structure.scale_lattice(structure.volume * factor)
             else:
                 others = [j for j in donors.get(pattern[i], []) if group[j] != group[i]]
                 donor = Structure.from_str(f["cif"].iloc[others[rng.integers(len(others))]], fmt="cif")
@@ -448,7 +450,7 @@ def decoys(bench: Benchmark, split: str, n: int) -> pd.DataFrame:
         structures.append(structure)
     made = compute_descriptors(f["formula"].iloc[source].tolist(), structures, use_cache=False,
                                progress=bench.progress)
-    made = made.assign(source=source, kind=kinds, cif=[s.to(fmt="cif") if s is not None else None for s in structures])
+    made = made.assign(source=source, kind=drawn, cif=[s.to(fmt="cif") if s is not None else None for s in structures])
     made = made[made["descriptor_error"].isna().to_numpy() & made["cif"].notna().to_numpy()].reset_index(drop=True)
     write_table(made, path)
     return made
@@ -530,7 +532,7 @@ def per_crystal_inputs(bench: Benchmark) -> TreeInputs:
             expected[d][folds == k] = expecting(train & (folds != k), target).predict(composition[folds == k])
     names = per_crystal_descriptor_names()
     features = tree_features(described, names, expected)
-    made = decoys(bench, "train", bench.config.decoys)
+    made = decoys(bench, "train", bench.config.decoys, TRAINING_DECOYS)
     source = made["source"].to_numpy(int)
     decoy_features = tree_features(made, names, {d: expected[d][source] for d in EXPECTED})  # composition: theirs
     bench.tree_inputs = TreeInputs(models, elements, features, np.vstack([features[train], decoy_features]),
@@ -582,9 +584,7 @@ def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig, stac
         return f"{CANDIDATES[name].words}, {config.epochs_of(name)} epochs (best validation loss kept)"
     if name == STACK and stack_state:
         inputs = ", ".join(f"`{i}` ({w:+.2f})" for i, w in zip(stack_state["inputs"], stack_state["weights"]))
-        fitted_on = "the validation rows" + (f" and {stack_state['decoys_used']} decoys of validation positives (as "
-                                             "for the trees)" if stack_state.get("decoys_used") else "")
-        return (f"a stack: one logistic layer, fitted on {fitted_on}, over " + inputs + " (member logits, "
+        return ("a stack: one logistic layer, fitted on the validation rows, over " + inputs + " (member logits, "
                 "the per-crystal descriptor trees' probability); its inputs were added one at a time while the "
                 "out-of-fold validation score rose, and its validation metrics are out of fold "
                 f"({STACK_FOLDS} folds grouped by formula); formula-only rows get `{stack_state['composition_member']}`"
@@ -752,20 +752,15 @@ def _layer(X: np.ndarray, y: np.ndarray):
     return LogisticRegression(C=1.0, max_iter=2000).fit(X, y)
 
 
-def out_of_fold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, extra: tuple | None = None) -> np.ndarray:
+def out_of_fold(X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Each validation row's layer logit from a layer fitted on the other folds (grouped by formula),
-    so that the stack is judged on validation rows it was not fitted on. ``extra`` = (X, y, groups) of
-    rows that only ever help fit (decoys), each with the group of the row it was made from."""
+    so that the stack is judged on validation rows it was not fitted on."""
     from sklearn.model_selection import GroupKFold
 
     out = np.zeros(len(y))
     for fit_rows, held in GroupKFold(min(STACK_FOLDS, len(set(groups)))).split(X, y, groups):
         if len(set(y[fit_rows])) == 2:  # a tiny quick-run fold may lack a class: it stays at 0
-            X_fit, y_fit = X[fit_rows], y[fit_rows]
-            if extra is not None:
-                mine = ~np.isin(extra[2], groups[held])
-                X_fit, y_fit = np.vstack([X_fit, extra[0][mine]]), np.concatenate([y_fit, extra[1][mine]])
-            out[held] = _layer(X_fit, y_fit).decision_function(X[held])
+            out[held] = _layer(X[fit_rows], y[fit_rows]).decision_function(X[held])
     return out
 
 
@@ -810,15 +805,6 @@ def tree_probability(bench: Benchmark, described: pd.DataFrame, formulas) -> np.
     return fitted.classifier.predict_proba(tree_features(described, per_crystal_descriptor_names(), expected))[:, 1]
 
 
-def decoy_inputs(bench: Benchmark, made: pd.DataFrame, inputs: list[str], loaded: dict) -> np.ndarray:
-    """The stack layer's inputs for decoys (:func:`decoys`): each member's logit through the predict
-    path, the per-crystal trees' probability; NaN where a member could not read a decoy."""
-    frame = decoy_frame(bench, made)
-    return np.column_stack([tree_probability(bench, made, frame["formula"]) if name == PER_CRYSTAL_TREES else
-                            logits_of(loaded[name], frame, seed=bench.config.seed, progress=bench.progress)
-                            for name in inputs])
-
-
 def decoy_frame(bench: Benchmark, made: pd.DataFrame) -> pd.DataFrame:
     """Decoys as rows to predict: an id of their own, their original's formula, their CIF."""
     formulas = bench.frame["formula"].to_numpy()[made["source"].to_numpy(int)]
@@ -839,9 +825,9 @@ def score_decoys(bench: Benchmark, files: dict, installed: list[Path], xiespp_we
     from cosynth.models.registry import published_xiespp
 
     c = bench.config
-    made = decoys(bench, "test", c.split_decoys)
+    made = decoys(bench, "test", c.test_decoys)
     source = made["source"].to_numpy(int)
-    path = bench.work / f"decoy_scores_test_{c.split_decoys}.parquet"
+    path = bench.work / f"decoy_scores_test_{c.test_decoys}.parquet"
     kept = pd.read_parquet(path) if path.exists() else made[["source", "kind"]].copy()
     kept = kept.drop(columns=[name for name in kept.columns if name in bench.stored])
     frame = decoy_frame(bench, made)
@@ -926,8 +912,7 @@ def add_stack(bench: Benchmark, files: dict, installed: list[Path]) -> list[str]
     run = bench.work / "runs" / STACK / "model.pt"
     files[STACK] = run
     state = stack_state(bench)
-    if (bench.has(STACK) and state and state["pool"] == pool and not bench.trained
-            and state.get("split_decoys") == bench.config.split_decoys):
+    if bench.has(STACK) and state and state["pool"] == pool and not bench.trained:
         return []
     inputs, _ = choose_stack_inputs(bench, pool)
     members = [i for i in inputs if i != PER_CRYSTAL_TREES]
@@ -942,13 +927,9 @@ def add_stack(bench: Benchmark, files: dict, installed: list[Path]) -> list[str]
             rescored.append(name)
     f = bench.frame
     val = (f["split"] == "val").to_numpy()
-    y, groups = f[LABEL].to_numpy(int), f["formula"].to_numpy()
+    y = f[LABEL].to_numpy(int)
     X = np.column_stack([bench.scores[i].to_numpy(float) for i in inputs])
-    made = decoys(bench, "val", bench.config.split_decoys)
-    X_decoys = decoy_inputs(bench, made, inputs, loaded)
-    usable = np.isfinite(X_decoys).all(axis=1)  # a decoy a member cannot read helps no fit
-    extra = (X_decoys[usable], np.zeros(int(usable.sum()), int), groups[made["source"].to_numpy(int)[usable]])
-    layer = _layer(np.vstack([X[val], extra[0]]), np.concatenate([y[val], extra[1]]))
+    layer = _layer(X[val], y[val])
     readers = [m for m in members if FAMILIES[loaded[m].family][2] != "structure"]  # those that read formulas
     # formula-only rows get the reader that ranks validation best
     composition = max(readers, key=lambda m: roc_auc_score(y[val], bench.scores[m].to_numpy(float)[val]), default=None)
@@ -974,13 +955,11 @@ def add_stack(bench: Benchmark, files: dict, installed: list[Path]) -> list[str]
                               "provenance": {"source": f"stack of {', '.join(inputs)} on split "
                                                        f"{split_fingerprint(f)}"}})
     scores = bench.model_scores(load_model(run), splits=("test",))
-    scores[val] = out_of_fold(X[val], y[val], groups[val], extra)
+    scores[val] = out_of_fold(X[val], y[val], f["formula"].to_numpy()[val])
     bench.store(STACK, scores, time.perf_counter() - t0)
     atomic_write_json(bench.work / STACK_STATE, {"pool": pool, "inputs": inputs, "weights": layer.coef_[0].tolist(),
                                                  "bias": float(layer.intercept_[0]), "composition_member": composition,
-                                                 "retrained_members": rescored,
-                                                 "split_decoys": bench.config.split_decoys,
-                                                 "decoys_used": len(extra[1])})
+                                                 "retrained_members": rescored})
     return [*rescored, STACK]
 
 

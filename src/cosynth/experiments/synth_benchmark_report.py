@@ -241,8 +241,9 @@ def write_report(out: Path, bench, result: dict) -> None:
              "baseline's row only (`test rows`).", "",
              _md_table(results_table(result)), ""]
     if decoys := result.get("decoys"):
-        lines += ["**Made-up crystals.** Decoys of test positives, made as for the trees' training "
-                  f"({DECOY_SENTENCE}): the share of decoys a model scores below the very crystal each was made from "
+        lines += [f"**Made-up crystals.** Decoys of test positives, each {DECOY_SENTENCE} (the per-crystal trees "
+                  "were trained with squeezed and stretched decoys of training positives, never with moved ones): "
+                  "the share of decoys a model scores below the very crystal each was made from "
                   "(1: it always prefers the real crystal; 0.5: it cannot tell, as composition and origin alone "
                   "cannot by construction; below 0.5: it prefers the made-up one). Models without a file in this run "
                   "and scores a made-up crystal cannot have are left out.", "", _md_table(decoy_table(decoys)), ""]
@@ -300,8 +301,8 @@ def model_card(name: str, candidate: str, result: dict) -> str:
               f"lower end {v['winner_ci_low']:.3f} on {ROWS_WORDS[v['on_its_rows']]})."
               for k, v in beats.items() if not v["beats_by_more_than_ci"] and v["best_baseline"]]
     if (made_up := result.get("decoys", {}).get(candidate)) is not None:
-        lines += ["", f"**Made-up crystals**: of {made_up['n']} decoys of test positives ({DECOY_SENTENCE}), it scores "
-                  f"{made_up['all']:.3f} below the crystal each was made from ("
+        lines += ["", f"**Made-up crystals**: of {made_up['n']} decoys of test positives ({DECOY_SENTENCE}), the share "
+                  f"it scores below the crystal each was made from is {made_up['all']:.3f} ("
                   + ", ".join(f"{k} {v:.3f}" for k, v in made_up.items() if k not in ("all", "n") and v is not None)
                   + ")."]
     lines += ["", "**Limits**: labels are MP snapshots (some theoretical entries have been made since); origins "
