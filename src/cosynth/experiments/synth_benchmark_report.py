@@ -41,18 +41,19 @@ def results_table(result: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["kind", "model"], key=lambda c: c.map(order) if c.name == "kind" else c)
 
 
+def _number(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 DECOY_SENTENCE = ("squeezed to x0.6-0.8 their volume, stretched to x1.3-1.6, or moved into a training crystal of "
                   "the same stoichiometry and another space group at their own volume per atom")
 
 
 def decoy_table(decoys: dict) -> pd.DataFrame:
     """One row per model: the share of each kind of decoy it scores below its original."""
-    def cell(value):
-        return "–" if value is None else f"{value:.3f}"
-
     kinds = [k for k in next(iter(decoys.values())) if k not in ("all", "n")]
-    return pd.DataFrame([{"model": name, "decoys": d["n"], **{k: cell(d[k]) for k in kinds}, "all": cell(d["all"])}
-                         for name, d in decoys.items()])
+    return pd.DataFrame([{"model": name, "decoys": d["n"], **{k: _number(d[k]) for k in kinds},
+                          "all": _number(d["all"])} for name, d in decoys.items()])
 
 
 def beats_baselines(result: dict, candidate: str | None = None) -> dict[str, dict]:
@@ -93,10 +94,6 @@ def targets_met(result: dict) -> dict[str, dict]:
         out[key] = {"value": value, "target": f"{op} {bound}",
                     "met": bool(value >= bound if op == ">=" else value <= bound)}
     return out
-
-
-def _number(value) -> str:
-    return "–" if value is None else f"{value:.3f}"
 
 
 def _md_table(df: pd.DataFrame) -> str:
