@@ -425,11 +425,12 @@ def decoys(bench: Benchmark, split: str, n: int, kinds: tuple = DECOY_KINDS) -> 
     rng = np.random.default_rng(seed if split == "train" else [seed, SPLITS.index(split)])  # train: as ever
     positives = np.flatnonzero((f["split"] == split).to_numpy() & (f[LABEL].to_numpy(int) == 1))
     source = np.sort(rng.choice(positives, min(n, len(positives)), replace=False))
-    train = np.flatnonzero((f["split"] == "train").to_numpy())
-    pattern = {i: Composition(f["formula"].iloc[i]).anonymized_formula for i in {*train, *source}}
-    donors: dict[str, list[int]] = {}
-    for i in train:
-        donors.setdefault(pattern[i], []).append(i)
+    pattern, donors = {}, {}  # a moved decoy's donors: training crystals of the same stoichiometry
+    if "moved" in kinds:
+        train = np.flatnonzero((f["split"] == "train").to_numpy())
+        pattern = {i: Composition(f["formula"].iloc[i]).anonymized_formula for i in {*train, *source}}
+        for i in train:
+            donors.setdefault(pattern[i], []).append(i)
     group = described["spacegroup_number"].to_numpy(float)
     structures, drawn = [], []
     for i in source:
@@ -797,12 +798,12 @@ def choose_stack_inputs(bench: Benchmark, pool: list[str]) -> tuple[list[str], f
 def tree_probability(bench: Benchmark, described: pd.DataFrame, formulas) -> np.ndarray:
     """The per-crystal trees' probability for crystals outside the table (decoys), as the shipped
     stack computes it for a new crystal."""
-    from cosynth.models.stack import composition_features, tree_features
+    from cosynth.models.stack import classifier_features
 
     fitted = per_crystal_trees(bench)
-    composition = composition_features(described, list(formulas), fitted.elements)
-    expected = {d: fitted.expecting[d].predict(composition) for d in EXPECTED}
-    return fitted.classifier.predict_proba(tree_features(described, per_crystal_descriptor_names(), expected))[:, 1]
+    features = classifier_features(described, list(formulas), per_crystal_descriptor_names(), fitted.elements,
+                                   {d: fitted.expecting[d].predict for d in EXPECTED})
+    return fitted.classifier.predict_proba(features)[:, 1]
 
 
 def decoy_frame(bench: Benchmark, made: pd.DataFrame) -> pd.DataFrame:

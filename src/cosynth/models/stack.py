@@ -12,6 +12,8 @@ alone, with that member's own calibration.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 
@@ -82,6 +84,14 @@ def tree_features(described, descriptors: list[str], expected: dict[str, np.ndar
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = [np.log(described[d].to_numpy(float)) - expected[d] for d in expected]
     return np.column_stack([own, *ratios])
+
+
+def classifier_features(described, formulas, descriptors: list[str], elements: list[str], expect: dict) -> np.ndarray:
+    """:func:`tree_features` of crystals (their descriptors and formulas), where ``expect`` maps each
+    expected descriptor to what gives its expected log from :func:`composition_features` (a stored
+    forest in a model file, a fitted regressor in the benchmark)."""
+    composition = composition_features(described, formulas, elements) if expect else None
+    return tree_features(described, descriptors, {d: f(composition) for d, f in expect.items()})
 
 
 class Stack(ConfiguredModule):
@@ -169,11 +179,8 @@ class Stack(ConfiguredModule):
         """The classifier forest's positive-class probability from each crystal's descriptors (a table
         of :func:`cosynth.represent.descriptors.compute_descriptors`) and formula."""
         c = self.config
-        expected = {}
-        if c["expected"]:
-            composition = composition_features(described, formulas, c["elements"])
-            expected = {d: self.forest_raw(EXPECTED_PREFIX + d, composition) for d in c["expected"]}
-        raw = self.forest_raw(CLASSIFIER, tree_features(described, c["descriptors"], expected))
+        expect = {d: partial(self.forest_raw, EXPECTED_PREFIX + d) for d in c["expected"]}
+        raw = self.forest_raw(CLASSIFIER, classifier_features(described, formulas, c["descriptors"], c["elements"], expect))
         return 1.0 / (1.0 + np.exp(-raw))
 
     def logit(self, member_logits: dict, tree_probability: np.ndarray | None = None) -> np.ndarray:
