@@ -112,12 +112,17 @@ def test_every_bundled_model_loads_by_name_with_its_card():
     assert f"test AUC={default.metrics['roc_auc']:.3f}" in listed.output
 
 
-def test_demo_runs_the_bundled_model_on_packaged_examples():
+def test_demo_runs_the_bundled_model_on_made_hypothetical_and_absurd_crystals():
+    from cosynth.cli.predict import MADE, demo_crystals
+
+    crystals = demo_crystals()
+    assert all(s.is_ordered for _, s in crystals) and len({s.properties["id"] for _, s in crystals}) == len(crystals)
+    # the textbook crystals are what they say: a rock salt has four formula units per cell, corundum six
+    assert [len(s) for _, s in crystals[:1]] == [8] and crystals[len(MADE) - 2][1].composition.reduced_formula == "Al2O3"
+    assert len(crystals[len(MADE) - 2][1]) == 30
     res = runner.invoke(app, ["demo", "--ensemble", "2"])
     assert res.exit_code == 0, res.output
-    assert "Li2O" in res.output and "likelihood" in res.output
-    # Li10GeP2S12 is disordered: an error row, not a crash (TlBiSe2, 91.6 Å long, is predicted: no image box)
-    assert "TlBiSe2" in res.output and "disordered" in res.output
+    assert "SrTiO3_perov" in res.output and "likelihood" in res.output
     assert "ROC AUC" in res.output and "absurd" in res.output and "made" in res.output  # the three groups
     assert "Mean likelihood by group (made / hypothetical / absurd): cosynth-synth" in res.output
 

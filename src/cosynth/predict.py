@@ -302,6 +302,10 @@ def _predict_voxel(records, loaded: LoadedModel, *, ensemble, seed, sampler, rot
 def _graph_columns(loaded: LoadedModel) -> list[str]:
     value = ["likelihood", "label"] if loaded.task == "classification" else ["prediction"]
     weight = ["composition_weight"] if loaded.family == "cosnet" else []
+    if loaded.family == "stack" and loaded.meta["config"].get("hull"):
+        from cosynth.represent.energy import ABOVE_HULL
+
+        weight = [ABOVE_HULL]  # what the trees read of the crystal's energy: a user sees why it ranks low
     return ["id", "formula", "modality", *value, *weight, "status", "error", "source"]
 
 
@@ -432,17 +436,21 @@ def _stack_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: flo
     them; a formula-only row gets the composition member alone (with that member's calibration)."""
     from cosynth.models.stack import TREES, likelihood_logit
     from cosynth.represent.descriptors import compute_descriptors
+    from cosynth.represent.energy import ABOVE_HULL
 
     stack, config = loaded.network, loaded.meta["config"]
     names = [m["name"] for m in config["members"]]
     graphs = _ChunkGraphs()
     member_rows = {name: _graph_chunk(chunk, stack.member(name), 0.5, graphs) for name in names}
     structured = [k for k, record in enumerate(chunk) if record.ok]
-    trees = None
+    trees, energy = None, {}
     if TREES in config["inputs"] and structured:
         formulas = [chunk[k].formula for k in structured]
-        described = compute_descriptors(formulas, [chunk[k].structure for k in structured], use_cache=False)
+        structures = [chunk[k].structure for k in structured]
+        described = stack.with_energy(compute_descriptors(formulas, structures, use_cache=False), formulas, structures)
         trees = dict(zip(structured, stack.tree_probability(described, formulas)))
+        if ABOVE_HULL in described:
+            energy = dict(zip(structured, described[ABOVE_HULL].to_numpy(float)))
     composition = config.get("composition_member")
     rows = []
     for k, record in enumerate(chunk):
@@ -465,6 +473,8 @@ def _stack_chunk(chunk: list[CrystalRecord], loaded: LoadedModel, threshold: flo
             continue
         logits = {name: likelihood_logit([out["likelihood"]]) for name, out in outs.items()}
         value = _calibrated(stack.logit(logits, None if trees is None else np.array([trees[k]])), loaded)[0]
+        if k in energy:
+            row[ABOVE_HULL] = float(energy[k])
         _fill(row, value, "composition+structure" if composition else "structure", "classification", threshold)
     return rows
 

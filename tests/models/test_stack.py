@@ -66,3 +66,23 @@ def test_element_fractions_count_known_elements_and_leave_bad_formulas_unknown()
     got = element_fractions(["Fe2O3", "NaCl", "not a formula", None], ["O", "Fe", "Na"])
     np.testing.assert_allclose(got[:2], [[0.6, 0.4, 0.0], [0.0, 0.0, 0.5]])  # Cl is outside the list
     assert np.isnan(got[2:]).all()
+
+
+def test_a_stack_with_a_hull_reads_each_crystals_energy_above_it(tmp_path):
+    from pymatgen.core import Lattice, Structure
+
+    from cosynth.models.registry import load_model, save_model
+    from cosynth.models.stack import TREES, Stack
+    from cosynth.represent.energy import ABOVE_HULL, structure_energies
+
+    gold = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.08), ["Au"], [[0, 0, 0]])
+    diamond = Structure.from_spacegroup("Fd-3m", Lattice.cubic(6.0), ["Au"], [[0, 0, 0]])
+    reference = float(structure_energies([gold], use_cache=False)["energy_per_atom"].iloc[0])
+    stack = Stack(members=[], inputs=[TREES], weights=[1.0], bias=0.0, hull={"Au": reference})
+    described = pd.DataFrame({"density": [19.3, 9.6]})
+    above = stack.with_energy(described, ["Au", "Au"], [gold, diamond])[ABOVE_HULL].to_numpy()
+    assert above[0] == pytest.approx(0.0, abs=1e-6) and above[1] > 0.3
+    loaded = load_model(save_model(stack, tmp_path / "stack.pt", {"task": "classification", "inputs": "structure"}))
+    assert loaded.network.config["hull"] == {"Au": reference}
+    plain = Stack(members=[], inputs=[TREES], weights=[1.0], bias=0.0)
+    assert plain.with_energy(described, ["Au", "Au"], [gold, diamond]) is described  # no hull: nothing to add

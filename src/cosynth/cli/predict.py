@@ -141,23 +141,43 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
+# well-known synthesized crystals, each from its space group, lattice and Wyckoff positions as
+# textbooks give them: (id, space group, lattice, species, fractional coordinates)
+MADE = (
+    ("NaCl_rock_salt", "Fm-3m", ("cubic", 5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+    ("Si_diamond", "Fd-3m", ("cubic", 5.431), ["Si"], [[0, 0, 0]]),
+    ("GaAs_zincblende", "F-43m", ("cubic", 5.653), ["Ga", "As"], [[0, 0, 0], [0.25, 0.25, 0.25]]),
+    ("MgO_rock_salt", "Fm-3m", ("cubic", 4.212), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+    ("CsCl", "Pm-3m", ("cubic", 4.123), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+    ("CaF2_fluorite", "Fm-3m", ("cubic", 5.463), ["Ca", "F"], [[0, 0, 0], [0.25, 0.25, 0.25]]),
+    ("Cu_fcc", "Fm-3m", ("cubic", 3.615), ["Cu"], [[0, 0, 0]]),
+    ("Fe_bcc", "Im-3m", ("cubic", 2.8665), ["Fe"], [[0, 0, 0]]),
+    ("Au_fcc", "Fm-3m", ("cubic", 4.078), ["Au"], [[0, 0, 0]]),
+    ("SrTiO3_perovskite", "Pm-3m", ("cubic", 3.905), ["Sr", "Ti", "O"], [[0.5, 0.5, 0.5], [0, 0, 0], [0.5, 0, 0]]),
+    ("TiO2_rutile", "P4_2/mnm", ("tetragonal", 4.594, 2.959), ["Ti", "O"], [[0, 0, 0], [0.3048, 0.3048, 0]]),
+    ("TiO2_anatase", "I4_1/amd", ("tetragonal", 3.785, 9.514), ["Ti", "O"], [[0, 0, 0], [0, 0, 0.2081]]),
+    ("ZnO_wurtzite", "P6_3mc", ("hexagonal", 3.25, 5.207), ["Zn", "O"], [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.3825]]),
+    ("Al2O3_corundum", "R-3c", ("hexagonal", 4.759, 12.991), ["Al", "O"], [[0, 0, 0.3523], [0.3064, 0, 0.25]]),
+    ("C_graphite", "P6_3/mmc", ("hexagonal", 2.464, 6.711), ["C", "C"], [[0, 0, 0.25], [1 / 3, 2 / 3, 0.25]]),
+)
+
+
 def demo_crystals() -> list:
-    """The demo's crystals: made ones (pymatgen's examples), hypothetical polymorphs and absurd ones.
+    """The demo's crystals: well-known synthesized ones (:data:`MADE`), hypothetical polymorphs of
+    made compositions, and absurd ones.
 
     Returns:
-        (group, input) pairs; inputs are example files and pymatgen Structures with an ``id``.
+        (group, structure) pairs; each pymatgen Structure has an ``id``.
     """
-    import pymatgen.util
     from pymatgen.core import Lattice, Structure
-
-    folder = Path(pymatgen.util.__file__).parent / "structures"
-    made = [("made", path) for path in sorted(folder.glob("*.json"))]
 
     def named(structure, rid):
         structure.properties = {"id": rid}
         return structure
 
-    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    made = [("made", named(Structure.from_spacegroup(group, getattr(Lattice, shape[0])(*shape[1:]), species, coords),
+                           rid)) for rid, group, shape, species, coords in MADE]
+    rocksalt = made[0][1]
     squeezed = rocksalt.copy()
     squeezed.scale_lattice(rocksalt.volume * 0.7)
     hypothetical = [
@@ -190,7 +210,7 @@ def demo(
     inputs, groups = [item for _, item in pairs], [group for group, _ in pairs]
     loaded = load_model(DEFAULT_MODEL)
     typer.echo(f"cosynth demo: default model {DEFAULT_MODEL!r} ({loaded.family}, inputs: {loaded.inputs}) on "
-               f"{len(pairs)} crystals: pymatgen's examples (made), hypothetical polymorphs and absurd ones\n")
+               f"{len(pairs)} crystals: well-known made ones, hypothetical polymorphs and absurd ones\n")
     table = run_predict(inputs, loaded, ensemble=ensemble, seed=0, progress=True).crystals.assign(group=groups)
     means = {DEFAULT_MODEL: _group_means(table)}
     weights = xiespp_weights or data_root(must_exist=False).parent / "reference" / "xiespp" / "weights0500.h5"
@@ -198,8 +218,8 @@ def demo(
         published = run_predict(inputs, published_xiespp(weights), ensemble=ensemble, seed=0).crystals
         table["xiespp"] = published["likelihood"].to_numpy()
         means["published XIE-SPP"] = _group_means(published.assign(group=groups))
-    shown = [c for c in ("group", "id", "formula", "modality", "likelihood", "std", "label", "xiespp",
-                         "status", "error") if c in table.columns]
+    shown = [c for c in ("group", "id", "formula", "modality", "likelihood", "std", "label", "chgnet_above_hull",
+                         "xiespp", "status", "error") if c in table.columns]
     print_table(table[shown])
     typer.echo("\nMean likelihood by group (made / hypothetical / absurd): " + "; ".join(
         f"{name} {' / '.join(f'{v:.2f}' for v in values)}" for name, values in means.items()))

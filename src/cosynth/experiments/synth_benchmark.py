@@ -163,19 +163,41 @@ class Benchmark:
         self.stored: set[str] = set()  # every score this run stored (new or replaced)
         self.per_crystal = None  # the per-crystal trees, once fitted in this run (:func:`per_crystal_trees`)
         self.tree_inputs = None  # what they read, once computed in this run (:func:`per_crystal_inputs`)
+        self._hull = None  # the reference hull, once built in this run (:meth:`hull`)
+
+    def table(self):
+        """The rows as a :class:`cosynth.data.table.CrystalTable` (structures parsed on demand)."""
+        from cosynth.data.table import CrystalTable
+
+        return CrystalTable.from_frame(self.frame[["id", "formula", "cif", LABEL, "split"]], parse=False)
 
     def descriptors(self) -> pd.DataFrame:
         """The audit's descriptors of every structure (computed once, then kept in the work folder)."""
         from cosynth.audit.audit import describe_table
-        from cosynth.data.table import CrystalTable
 
         path = self.work / "descriptors.parquet"
         if (kept := kept_descriptors(path)) is not None:
             return kept
-        table = CrystalTable.from_frame(self.frame[["id", "formula", "cif", LABEL, "split"]], parse=False)
-        described = describe_table(table, cache_dir=self.work / "descriptors", progress=self.progress)
+        described = describe_table(self.table(), cache_dir=self.work / "descriptors", progress=self.progress)
         write_table(described, path)
         return described
+
+    def hull(self):
+        """The reference hull of the per-crystal trees: the lowest CHGNet energy of each formula of the
+        table (every split; labels unused), and simple lattices for elements that have no crystal of
+        their own in it (computed once, then kept in the work folder)."""
+        from cosynth.represent.energy import Hull, element_references, structure_energies
+
+        if self._hull is None:
+            energies = structure_energies(self.table().structures(), progress=self.progress)["energy_per_atom"]
+            path = self.work / "element_references.json"
+            missing = Hull.of(self.frame["formula"], energies).missing_elements(self.frame["formula"])
+            kept = json.loads(path.read_text()) if path.exists() else {}
+            if set(missing) - set(kept):
+                kept = {**kept, **element_references(sorted(set(missing) - set(kept)))}
+                atomic_write_json(path, kept)
+            self._hull = Hull.of(self.frame["formula"], energies, {e: kept[e] for e in missing})
+        return self._hull
 
     def has(self, name: str) -> bool:
         return name in self.scores.columns
@@ -260,15 +282,15 @@ def logits_of(loaded, frame: pd.DataFrame, *, ensemble: int = 1, seed: int = 0, 
     return likelihood_logit(pred.set_index("id")["likelihood"].reindex(frame["id"]).to_numpy(float))
 
 
-def kept_descriptors(path: Path) -> pd.DataFrame | None:
+def kept_descriptors(path: Path, also: tuple = ()) -> pd.DataFrame | None:
     """A descriptor table kept in the work folder, unless it is missing or lacks a descriptor this
-    version computes (it is then computed again)."""
+    version computes, or a column of ``also`` (it is then computed again)."""
     from cosynth.represent.descriptors import DESCRIPTORS
 
     if not path.exists():
         return None
     kept = pd.read_parquet(path)
-    return kept if set(DESCRIPTORS) <= set(kept.columns) else None
+    return kept if {*DESCRIPTORS, *also} <= set(kept.columns) else None
 
 
 def reuse_report_scores(bench: Benchmark, report: Path) -> list[str]:
@@ -319,7 +341,6 @@ def energy_target(e_above_hull) -> np.ndarray:
 def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
     """Every baseline's score on every row (skipping those already stored)."""
     from cosynth.audit.baselines import descriptor_scores, origin_scores
-    from cosynth.data.table import CrystalTable
 
     f = bench.frame
     if not bench.has("origin_only"):
@@ -327,9 +348,8 @@ def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
         bench.store("origin_only", origin_scores(f, label=LABEL), time.perf_counter() - t0)
     if not bench.has("descriptor_trees") or not bench.has("density_only"):
         t0 = time.perf_counter()
-        table = CrystalTable.from_frame(f[["id", "formula", "cif", LABEL, "split"]], parse=False)
         described = bench.descriptors()
-        fitted = descriptor_scores(table, seed=bench.config.seed, described=described)
+        fitted = descriptor_scores(bench.table(), seed=bench.config.seed, described=described)
         bench.store("density_only", density_scores(f, described["density"].to_numpy(float)), 0.0)
         bench.store("descriptor_trees", fitted[0], time.perf_counter() - t0)
     for column, sign in (("e_above_hull", -1.0), ("clscore_pucgcnn", 1.0)):
@@ -351,13 +371,23 @@ def run_baselines(bench: Benchmark, *, xiespp_weights: Path | None) -> None:
 PER_CRYSTAL_TREES = "descriptor_trees_per_crystal"
 
 
+# descriptors the trees leave out: a cell's atom count depends on the cell one picks, so the same
+# crystal in its conventional cell would score otherwise than in its primitive one (distinct_sites
+# says how complex a crystal is whatever its cell)
+CELL_DEPENDENT = ("n_sites",)
+
+
 def per_crystal_descriptor_names() -> list[str]:
-    """The descriptors of one crystal alone that the trees read: the audit's numeric ones, then how
-    its atoms are surrounded (:data:`cosynth.represent.descriptors.LOCAL_STRUCTURE`)."""
+    """The descriptors of one crystal alone that the trees read: the audit's numeric ones that do not
+    depend on the cell chosen, how its atoms are surrounded
+    (:data:`cosynth.represent.descriptors.LOCAL_STRUCTURE`), and its energy above the reference
+    hull (:data:`cosynth.represent.energy.ABOVE_HULL`)."""
     from cosynth.audit.audit import DEFAULT_STRUCTURE
     from cosynth.represent.descriptors import CATEGORICAL, LOCAL_STRUCTURE
+    from cosynth.represent.energy import ABOVE_HULL
 
-    return [d for d in DEFAULT_STRUCTURE if d not in CATEGORICAL] + list(LOCAL_STRUCTURE)
+    return ([d for d in DEFAULT_STRUCTURE if d not in CATEGORICAL and d not in CELL_DEPENDENT]
+            + list(LOCAL_STRUCTURE) + [ABOVE_HULL])
 
 
 # what a composition leads one to expect (gold is twelve-fold coordinated, not four-fold)
@@ -367,7 +397,10 @@ EXPECTED = ("volume_per_atom", "packing_fraction", "min_distance", "coordination
 def tree_recipe(config: "BenchmarkConfig") -> dict:
     """What decides the per-crystal trees, kept with their chosen settings: trees made another way
     (other features, decoys or grid) are chosen again."""
-    return {"descriptors": per_crystal_descriptor_names(), "expected": list(EXPECTED), "decoys": config.decoys,
+    from cosynth.represent.energy import ENERGY_MODEL
+
+    return {"descriptors": per_crystal_descriptor_names(), "expected": list(EXPECTED), "energy": ENERGY_MODEL,
+            "decoys": config.decoys,
             "decoy_kinds": list(TRAINING_DECOYS), "grid": json.loads(json.dumps(config.tree_grid))}
 
 
@@ -416,9 +449,10 @@ def decoys(bench: Benchmark, split: str, n: int, kinds: tuple = DECOY_KINDS) -> 
     from pymatgen.core import Composition, Structure
 
     from cosynth.represent.descriptors import compute_descriptors
+    from cosynth.represent.energy import ABOVE_HULL, above_hull
 
     path = bench.work / f"decoys_{split}_{n}_{'_'.join(kinds)}.parquet"
-    if (kept := kept_descriptors(path)) is not None:
+    if (kept := kept_descriptors(path, also=(ABOVE_HULL,))) is not None:
         return kept
     f, described = bench.frame, bench.descriptors()
     seed = bench.config.seed
@@ -449,8 +483,9 @@ def decoys(bench: Benchmark, split: str, n: int, kinds: tuple = DECOY_KINDS) -> 
         except Exception:  # noqa: BLE001 - no donor, or an unreadable one: no decoy from this positive
             structure = None
         structures.append(structure)
-    made = compute_descriptors(f["formula"].iloc[source].tolist(), structures, use_cache=False,
-                               progress=bench.progress)
+    formulas = f["formula"].iloc[source].tolist()
+    made = compute_descriptors(formulas, structures, use_cache=False, progress=bench.progress)
+    made[ABOVE_HULL] = above_hull(formulas, structures, bench.hull(), progress=bench.progress)
     made = made.assign(source=source, kind=drawn, cif=[s.to(fmt="cif") if s is not None else None for s in structures])
     made = made[made["descriptor_error"].isna().to_numpy() & made["cif"].notna().to_numpy()].reset_index(drop=True)
     write_table(made, path)
@@ -498,6 +533,21 @@ class TreeInputs(NamedTuple):
     fit_labels: np.ndarray
 
 
+def table_descriptors(bench: Benchmark) -> pd.DataFrame:
+    """The table's descriptors and each crystal's energy above the reference hull: what the
+    per-crystal trees read (the energies kept in the work folder)."""
+    from cosynth.represent.energy import ABOVE_HULL, above_hull
+
+    path = bench.work / "above_hull.parquet"
+    if path.exists():
+        energy = pd.read_parquet(path)[ABOVE_HULL].to_numpy(float)
+    else:
+        energy = above_hull(bench.frame["formula"].tolist(), bench.table().structures(), bench.hull(),
+                            progress=bench.progress)
+        write_table(pd.DataFrame({"id": bench.frame["id"], ABOVE_HULL: energy}), path)
+    return bench.descriptors().assign(**{ABOVE_HULL: energy})
+
+
 def per_crystal_inputs(bench: Benchmark) -> TreeInputs:
     """What the per-crystal trees read, whatever their settings (computed once a run). Their
     features: the crystal's own descriptors and, for each of :data:`EXPECTED`, its log minus what
@@ -510,7 +560,7 @@ def per_crystal_inputs(bench: Benchmark) -> TreeInputs:
 
     from cosynth.models.stack import composition_features, tree_features
 
-    f, described, seed = bench.frame, bench.descriptors(), bench.config.seed
+    f, described, seed = bench.frame, table_descriptors(bench), bench.config.seed
     train = (f["split"] == "train").to_numpy()
     elements = sorted({e.symbol for formula in f.loc[train, "formula"] for e in _elements(formula)})
     composition = composition_features(described, f["formula"].tolist(), elements)
@@ -597,7 +647,7 @@ def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig, stac
         return (f"gradient-boosted trees ({_tree_words(trees['settings'])}) on the crystal's own descriptors "
                 f"({', '.join(recipe['descriptors'])}) and, for {expected}, the log-ratio to what trees on "
                 f"the composition expect (fitted on training rows of other formulas), with {DECOY_WORDS.format(recipe['decoys'])} "
-                "as extra negatives; they ship only inside the stack. Their "
+                f"as extra negatives; they ship only inside the stack. {ABOVE_HULL_WORDS.format(recipe.get('energy'))} Their "
                 "settings were chosen by the stack's out-of-fold validation score (the mean of its three AUCs) "
                 f"under each: {tried}")
     if name == "voxel_cnn" and voxel:
@@ -607,6 +657,12 @@ def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig, stac
                 f"{voxel['best_epoch']}; scored over {voxel['ensemble']} rotations per crystal"
                 + (f". Training warned: {voxel['warning']}" if voxel.get("warning") else ""))
     return name
+
+
+ABOVE_HULL_WORDS = ("`chgnet_above_hull` is the crystal's static energy per atom from the pretrained {} potential, "
+                    "above the convex hull of the lowest such energy of each formula of the table (every split, "
+                    "labels unused, as the Materials Project's own energy above the hull uses every crystal it "
+                    "holds), with simple lattices (their best of a scan of sizes) for elements that have no crystal of their own there.")
 
 
 def _tree_words(settings: dict) -> str:
@@ -940,7 +996,8 @@ def add_stack(bench: Benchmark, files: dict, installed: list[Path]) -> list[str]
         forests, arrays = join_forests({CLASSIFIER: forest_from_sklearn(fitted.classifier),
                                         **{EXPECTED_PREFIX + d: forest_from_sklearn(m) for d, m in fitted.expecting.items()}})
         tree_args = {"descriptors": per_crystal_descriptor_names(), "expected": list(EXPECTED),
-                     "elements": fitted.elements, "n_nodes": len(arrays["feature"]), "forests": forests}
+                     "elements": fitted.elements, "n_nodes": len(arrays["feature"]), "forests": forests,
+                     "hull": bench.hull().lowest}
     network = Stack(
         members=[{"name": m, "family": loaded[m].family, "config": loaded[m].network.config,
                   "target_scale": loaded[m].target_scale, "provenance": f"cosynth benchmark synth ({m})"}

@@ -110,11 +110,15 @@ class Stack(ConfiguredModule):
         forests: ``{"name", "n_trees", "baseline"}`` of each forest, in the order of the node arrays.
         composition_member: the member that scores formula-only rows (None: such rows are errors).
         composition_calibration: that member's Platt ``{"a", "b"}``.
+        hull: ``{reduced formula: lowest energy per atom}`` of the reference crystals, when the
+            classifier reads a crystal's energy above their hull
+            (:data:`cosynth.represent.energy.ABOVE_HULL`, among ``descriptors``).
     """
 
     def __init__(self, members: list, inputs: list, weights: list, bias: float, descriptors: list = (),
                  expected: list = (), elements: list = (), n_nodes: int = 0, forests: list = (),
-                 composition_member: str | None = None, composition_calibration: dict | None = None):
+                 composition_member: str | None = None, composition_calibration: dict | None = None,
+                 hull: dict | None = None):
         from cosynth.models.registry import model_class
 
         super().__init__()
@@ -123,7 +127,9 @@ class Stack(ConfiguredModule):
         self.config = dict(members=[dict(m) for m in members], inputs=list(inputs), weights=[float(w) for w in weights],
                            bias=float(bias), descriptors=list(descriptors), expected=list(expected),
                            elements=list(elements), n_nodes=int(n_nodes), forests=[dict(f) for f in forests],
-                           composition_member=composition_member, composition_calibration=composition_calibration)
+                           composition_member=composition_member, composition_calibration=composition_calibration,
+                           hull=None if hull is None else {str(f): float(e) for f, e in hull.items()})
+        self._hull = None
         self.members = torch.nn.ModuleDict({m["name"]: model_class(m["family"]).from_config(dict(m["config"]))
                                             for m in members})
         for name, dtype in (("feature", torch.int64), ("threshold", torch.float64), ("left", torch.int64),
@@ -182,6 +188,16 @@ class Stack(ConfiguredModule):
         expect = {d: partial(self.forest_raw, EXPECTED_PREFIX + d) for d in c["expected"]}
         raw = self.forest_raw(CLASSIFIER, classifier_features(described, formulas, c["descriptors"], c["elements"], expect))
         return 1.0 / (1.0 + np.exp(-raw))
+
+    def with_energy(self, described, formulas, structures):
+        """``described`` with each structure's energy above the stack's hull, when it reads one."""
+        from cosynth.represent.energy import ABOVE_HULL, Hull, above_hull
+
+        if self.config.get("hull") is None:
+            return described
+        if self._hull is None:
+            self._hull = Hull(self.config["hull"])
+        return described.assign(**{ABOVE_HULL: above_hull(formulas, structures, self._hull, use_cache=False)})
 
     def logit(self, member_logits: dict, tree_probability: np.ndarray | None = None) -> np.ndarray:
         """The layer's output (a logit) from each member's logits and the trees' probability."""
