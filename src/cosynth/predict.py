@@ -301,12 +301,12 @@ def _predict_voxel(records, loaded: LoadedModel, *, ensemble, seed, sampler, rot
 
 def _graph_columns(loaded: LoadedModel) -> list[str]:
     value = ["likelihood", "label"] if loaded.task == "classification" else ["prediction"]
-    weight = ["composition_weight"] if loaded.family == "cosnet" else []
+    extra = ["composition_weight"] if loaded.family == "cosnet" else []
     if loaded.family == "stack" and loaded.meta["config"].get("hull"):
         from cosynth.represent.energy import ABOVE_HULL
 
-        weight = [ABOVE_HULL]  # what the trees read of the crystal's energy: a user sees why it ranks low
-    return ["id", "formula", "modality", *value, *weight, "status", "error", "source"]
+        extra = [ABOVE_HULL]  # what the trees read of the crystal's energy: a user sees why it ranks low
+    return ["id", "formula", "modality", *value, *extra, "status", "error", "source"]
 
 
 def _predict_graph(records, loaded: LoadedModel, *, threshold: float, progress: bool,

@@ -400,8 +400,8 @@ def tree_recipe(config: "BenchmarkConfig") -> dict:
     from cosynth.represent.energy import ENERGY_MODEL
 
     return {"descriptors": per_crystal_descriptor_names(), "expected": list(EXPECTED), "energy": ENERGY_MODEL,
-            "decoys": config.decoys,
-            "decoy_kinds": list(TRAINING_DECOYS), "grid": json.loads(json.dumps(config.tree_grid))}
+            "decoys": config.decoys, "decoy_kinds": list(TRAINING_DECOYS),
+            "grid": json.loads(json.dumps(config.tree_grid))}
 
 
 # a strained decoy's volume over its original's
@@ -662,7 +662,8 @@ def candidate_words(name: str, voxel: dict | None, config: BenchmarkConfig, stac
 ABOVE_HULL_WORDS = ("`chgnet_above_hull` is the crystal's static energy per atom from the pretrained {} potential, "
                     "above the convex hull of the lowest such energy of each formula of the table (every split, "
                     "labels unused, as the Materials Project's own energy above the hull uses every crystal it "
-                    "holds), with simple lattices (their best of a scan of sizes) for elements that have no crystal of their own there.")
+                    "holds), with simple lattices (their best of a scan of sizes) for elements that have no "
+                    "crystal of their own there.")
 
 
 def _tree_words(settings: dict) -> str:
