@@ -31,12 +31,12 @@ def test_made_up_crystals_lie_far_above_the_real_ones(tmp_path):
     assert above[1] == pytest.approx(diamond - gold) and above[3] == pytest.approx(squashed - salt)
 
 
-def test_energies_do_not_depend_on_the_batch_or_the_cache(tmp_path, monkeypatch):
+def test_energies_do_not_depend_on_their_neighbours_or_the_cache(tmp_path, monkeypatch):
     structures = [GOLD_FCC, ROCK_SALT, squeezed(ROCK_SALT, 0.9), GOLD_DIAMOND]
     together = structure_energies(structures, use_cache=False)["energy_per_atom"].to_numpy()
-    monkeypatch.setattr(energy, "BATCH", 1)
+    alone = [structure_energies([s], use_cache=False)["energy_per_atom"].iloc[0] for s in structures[::-1]][::-1]
+    np.testing.assert_array_equal(together, alone)  # exactly: a shard or a batch changes nothing
     alone = structure_energies(structures, cache_folder=tmp_path)["energy_per_atom"].to_numpy()
-    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-6)
     monkeypatch.setattr(energy, "_energies", lambda *a, **k: pytest.fail("the cache was not read"))
     cached = structure_energies(structures, cache_folder=tmp_path)["energy_per_atom"].to_numpy()
     np.testing.assert_array_equal(cached, alone)

@@ -29,7 +29,8 @@ from cosynth.config import cache_dir
 
 ENERGY_MODEL = "chgnet-0.3.0"  # the potential and weights; part of the cache's file name
 ABOVE_HULL = "chgnet_above_hull"  # the descriptor: eV/atom above the reference hull (MP's own is e_above_hull)
-BATCH = 16  # structures per forward pass; results do not depend on it (checked in the tests)
+# one structure per forward pass: CHGNet's float32 sums over a batch move an energy by ~1e-6 eV with
+# its batch-mates, and a crystal's prediction must not depend on the shard or batch it came in
 # CHGNet's graphs grow with the atoms and, per atom, with the neighbours within 5 Å (and their pairs):
 # a cell beyond either limit gets no energy, so that no single crystal can exhaust memory
 MAX_ATOMS = 2000
@@ -76,28 +77,21 @@ def structure_energies(structures: Sequence[Structure | None], *, use_cache: boo
 
 
 def _energies(structures: list[Structure], progress: bool = False) -> list[tuple[float, str | None]]:
-    """(energy per atom, error) of each structure: batches, a failed batch one structure at a time."""
+    """(energy per atom, error) of each structure, one at a time."""
     out = [(np.nan, f"energy: {problem}") if (problem := _too_big(s)) else None for s in structures]
     todo = [k for k, value in enumerate(out) if value is None]
     model = potential() if todo else None
-    steps = range(0, len(todo), BATCH)
     if progress and todo:
         import sys
 
         from tqdm import tqdm
 
-        steps = tqdm(steps, desc="energies", unit="batch", file=sys.stderr)
-    for start in steps:
-        batch = todo[start:start + BATCH]
+        todo = tqdm(todo, desc="energies", unit="crystal", file=sys.stderr)
+    for k in todo:
         try:
-            for k, value in zip(batch, _predict(model, [structures[k] for k in batch])):
-                out[k] = (value, None)
-        except Exception:
-            for k in batch:
-                try:
-                    out[k] = (_predict(model, [structures[k]])[0], None)
-                except Exception as exc:
-                    out[k] = (np.nan, f"energy: {exc}")
+            out[k] = (_predict(model, structures[k]), None)
+        except Exception as exc:
+            out[k] = (np.nan, f"energy: {exc}")
     return out
 
 
@@ -111,17 +105,12 @@ def _too_big(structure: Structure) -> str | None:
     return None
 
 
-def _predict(model, structures: list[Structure]) -> list[float]:
+def _predict(model, structure: Structure) -> float:
     import torch
 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        graphs = [model.graph_converter(s) for s in structures]
-        return [float(p["e"]) for p in _as_list(model.predict_graph(graphs, task="e", batch_size=len(graphs)))]
-
-
-def _as_list(predictions) -> list:
-    return predictions if isinstance(predictions, list) else [predictions]
+        return float(model.predict_graph(model.graph_converter(structure), task="e")["e"])
 
 
 def _read_cache(path: Path) -> dict:
