@@ -205,6 +205,7 @@ def demo(
     from cosynth.config import data_root
     from cosynth.models.registry import DEFAULT_MODEL, PRETRAINED_DIR, load_model, published_xiespp
     from cosynth.predict import predict as run_predict
+    from cosynth.represent.energy import ABOVE_HULL
 
     pairs = demo_crystals()
     inputs, groups = [item for _, item in pairs], [group for group, _ in pairs]
@@ -218,7 +219,7 @@ def demo(
         published = run_predict(inputs, published_xiespp(weights), ensemble=ensemble, seed=0).crystals
         table["xiespp"] = published["likelihood"].to_numpy()
         means["published XIE-SPP"] = _group_means(published.assign(group=groups))
-    shown = [c for c in ("group", "id", "formula", "modality", "likelihood", "std", "label", "chgnet_above_hull",
+    shown = [c for c in ("group", "id", "formula", "modality", "likelihood", "std", "label", ABOVE_HULL,
                          "xiespp", "status", "error") if c in table.columns]
     print_table(table[shown])
     typer.echo("\nMean likelihood by group (made / hypothetical / absurd): " + "; ".join(

@@ -164,6 +164,7 @@ class Benchmark:
         self.per_crystal = None  # the per-crystal trees, once fitted in this run (:func:`per_crystal_trees`)
         self.tree_inputs = None  # what they read, once computed in this run (:func:`per_crystal_inputs`)
         self._hull = None  # the reference hull, once built in this run (:meth:`hull`)
+        self._energies = None  # every structure's CHGNet energy per atom, once read in this run (:meth:`energies`)
 
     def table(self):
         """The rows as a :class:`cosynth.data.table.CrystalTable` (structures parsed on demand)."""
@@ -182,14 +183,23 @@ class Benchmark:
         write_table(described, path)
         return described
 
+    def energies(self) -> np.ndarray:
+        """Every structure's CHGNet energy per atom (from the energy cache after the first run)."""
+        from cosynth.represent.energy import structure_energies
+
+        if self._energies is None:
+            self._energies = structure_energies(self.table().structures(), progress=self.progress)[
+                "energy_per_atom"].to_numpy(float)
+        return self._energies
+
     def hull(self):
         """The reference hull of the per-crystal trees: the lowest CHGNet energy of each formula of the
         table (every split; labels unused), and simple lattices for elements that have no crystal of
         their own in it (computed once, then kept in the work folder)."""
-        from cosynth.represent.energy import Hull, element_references, structure_energies
+        from cosynth.represent.energy import Hull, element_references
 
         if self._hull is None:
-            energies = structure_energies(self.table().structures(), progress=self.progress)["energy_per_atom"]
+            energies = self.energies()
             path = self.work / "element_references.json"
             missing = Hull.of(self.frame["formula"], energies).missing_elements(self.frame["formula"])
             kept = json.loads(path.read_text()) if path.exists() else {}
@@ -536,14 +546,13 @@ class TreeInputs(NamedTuple):
 def table_descriptors(bench: Benchmark) -> pd.DataFrame:
     """The table's descriptors and each crystal's energy above the reference hull: what the
     per-crystal trees read (the energies kept in the work folder)."""
-    from cosynth.represent.energy import ABOVE_HULL, above_hull
+    from cosynth.represent.energy import ABOVE_HULL
 
     path = bench.work / "above_hull.parquet"
     if path.exists():
         energy = pd.read_parquet(path)[ABOVE_HULL].to_numpy(float)
-    else:
-        energy = above_hull(bench.frame["formula"].tolist(), bench.table().structures(), bench.hull(),
-                            progress=bench.progress)
+    else:  # the energies the hull was built from: the structures are parsed once
+        energy = bench.hull().above(bench.frame["formula"].tolist(), bench.energies())
         write_table(pd.DataFrame({"id": bench.frame["id"], ABOVE_HULL: energy}), path)
     return bench.descriptors().assign(**{ABOVE_HULL: energy})
 
